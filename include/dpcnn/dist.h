@@ -1,0 +1,54 @@
+/* The MPI module: the only file that calls MPI.
+ *
+ * A Dist is a communicator plus what the rest of dpcnn needs to know about it.
+ * A single process started without mpirun is a world of one rank and takes the
+ * same path. Every MPI call is checked: MPI errors are returned, not fatal by
+ * default, and a failed call ends the job through dist_abort with the place and
+ * MPI's own text.
+ *
+ * Errors that every rank can see are decided together: dist_agree() is a
+ * collective that tells every rank whether any rank failed, and prints each
+ * distinct failure once (from rank 0, naming the ranks), so every rank takes
+ * the same branch and exits with the same status. */
+#ifndef DPCNN_DIST_H
+#define DPCNN_DIST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdnoreturn.h>
+
+typedef struct Dist Dist;
+
+/* MPI_Init_thread (funneled: only the main thread calls MPI) on the world. */
+Dist *dist_init(int *argc, char ***argv);
+/* A world of one on MPI_COMM_SELF, for tests; MPI must be initialised. */
+Dist *dist_self(void);
+void dist_finalize(Dist *d);
+noreturn void dist_abort(Dist *d, int status);
+
+int dist_rank(const Dist *d);
+int dist_size(const Dist *d);
+/* Ranks on this node (MPI_Comm_split_type shared memory), and this rank's place among them. */
+int dist_local_size(const Dist *d);
+int dist_local_rank(const Dist *d);
+double dist_wtime(void);
+
+/* Collective. rc < 0 on this rank means it failed with err_get() as the cause.
+ * Returns 0 if no rank failed, else -1 on every rank; rank 0 prints the
+ * distinct messages ("rank 1: ..." or "ranks 0-3: ..."), prefixed with what. */
+int dist_agree(Dist *d, int rc, const char *what);
+
+void dist_max_int(Dist *d, int *v, int n);
+void dist_sum_int64(Dist *d, int64_t *v, size_t n);
+void dist_bcast(Dist *d, void *buf, size_t bytes, int root);
+/* out[r] = v from rank r, for every rank r. */
+void dist_allgather_u64(Dist *d, uint64_t v, uint64_t *out);
+/* Records of rec_bytes bytes: send[sdispl[r] .. + scount[r]) goes to rank r;
+ * rank r's records land at recv[rdispl[r] ..). Counts are in records. */
+void dist_alltoallv(Dist *d, const void *send, const int *scount, const int *sdispl,
+                    void *recv, const int *rcount, const int *rdispl, size_t rec_bytes);
+/* Strings of up to n bytes from every rank to rank 0 (out has size*n bytes there). */
+void dist_gather_str(Dist *d, const char *s, char *out, size_t n);
+void dist_barrier(Dist *d);
+
+#endif

@@ -1,0 +1,69 @@
+/* Who trains on which sample, and getting the samples there.
+ *
+ * An epoch visits the training set in the order perm (drawn from seed and
+ * epoch only). Step s takes the global batch of positions [s*B, s*B + b_s),
+ * b_s = min(B, N - s*B). The batch is cut into micro-batches of m positions
+ * (the last one shorter): these boundaries depend on N, B and m only, never on
+ * the rank count. The M micro-batches of a step are dealt to the P ranks in
+ * contiguous runs, rank r taking [floor(r M / P), floor((r+1) M / P)).
+ *
+ * Storage is separate from use: rank r keeps the contiguous block of sample
+ * indices [floor(r N / P), floor((r+1) N / P)) in memory, read once from the
+ * HDF5 file with one hyperslab; at each epoch start the ranks exchange samples
+ * (one MPI_Alltoallv) so each holds its shard of the epoch, in the order it
+ * will train on it. Per-rank memory is about 2 N / P samples, and no rank ever
+ * reads another rank's part of the file. */
+#ifndef DPCNN_SHARD_H
+#define DPCNN_SHARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dpcnn/dist.h"
+
+typedef struct {
+    size_t n;  /* samples per epoch */
+    int batch; /* B, the global batch */
+    int micro; /* m, the micro-batch */
+    int ranks; /* P */
+} Schedule;
+
+/* floor(r n / P): the first index of part r of n split into P contiguous parts. */
+size_t part_first(size_t n, int parts, int r);
+/* The part holding index i. */
+int part_owner(size_t n, int parts, size_t i);
+
+size_t sched_steps(const Schedule *s);
+int sched_step_size(const Schedule *s, size_t step);
+int sched_micro_count(const Schedule *s, size_t step);
+/* The size of micro-batch j of a step. */
+int sched_micro_size(const Schedule *s, size_t step, int j);
+/* Rank r's micro-batches of a step: [*first, *last). */
+void sched_rank_micros(const Schedule *s, size_t step, int rank, int *first, int *last);
+/* Samples rank r trains on per epoch (the same every epoch). */
+size_t sched_rank_samples(const Schedule *s, int rank);
+/* The largest number of micro-batches any rank gets in any step. */
+int sched_max_rank_micros(const Schedule *s);
+
+/* Samples held in memory: images [count, 784] and labels [count]. */
+typedef struct {
+    size_t first, count;
+    uint8_t *images, *labels;
+} Block;
+
+/* The exchange, with buffers allocated once for the whole run. */
+typedef struct {
+    Schedule sched;
+    int rank;
+    Block shard;            /* this epoch's samples, in training order */
+    uint8_t *sendbuf, *recvbuf;
+    int *scount, *sdispl, *rcount, *rdispl, *cursor;
+    size_t *positions;      /* this rank's epoch positions, ascending */
+} Exchange;
+
+void exchange_init(Exchange *x, const Schedule *s, int rank);
+void exchange_free(Exchange *x);
+/* Fill x->shard for the epoch whose order is perm, from every rank's block. */
+void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d);
+
+#endif

@@ -1,0 +1,33 @@
+/* The training run: configuration and the one entry point main() calls. */
+#ifndef DPCNN_TRAIN_H
+#define DPCNN_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dpcnn/dist.h"
+
+typedef struct {
+    /* what is trained: these change the result, bit for bit */
+    int epochs;          /* total epochs of the run */
+    int batch_size;      /* global batch, over all ranks */
+    int micro_batch;     /* the unit of work and of exact summation */
+    double lr, beta1, beta2, eps;
+    uint64_t seed;
+    int shuffle;
+    size_t limit;        /* use the first `limit` training samples (0 = all) */
+    size_t test_limit;   /* ... and test samples */
+    const char *data_path;
+    const char *init_path; /* start from these weights instead of the seed's */
+    /* how it runs: these never change a bit of the result */
+    const char *checkpoint_dir;
+    int threads;         /* worker threads per rank (0 = one per core of this rank) */
+    int check_every;     /* compare replicas every this many steps (0 = per epoch only) */
+} TrainConfig;
+
+void train_config_defaults(TrainConfig *cfg);
+
+/* Runs the whole training on every rank of d; returns the exit status. */
+int train_run(const TrainConfig *cfg, Dist *d);
+
+#endif

@@ -1,0 +1,203 @@
+#include "config.h"
+
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dpcnn/dist.h"
+#include "dpcnn/error.h"
+
+struct Dist {
+    MPI_Comm comm;
+    MPI_Comm node; /* ranks sharing this node's memory */
+    int rank, size, local_rank, local_size;
+    int owns_mpi;  /* dist_init called MPI_Init */
+};
+
+static Dist *g_world; /* for the fatal hook */
+
+/* Check an MPI call; on failure, say where and what MPI says, then abort all. */
+#define MPI_CHECK(d, call)                                                              \
+    do {                                                                                \
+        int rc_ = (call);                                                               \
+        if (rc_ != MPI_SUCCESS) {                                                       \
+            char msg_[MPI_MAX_ERROR_STRING];                                            \
+            int len_ = 0;                                                               \
+            MPI_Error_string(rc_, msg_, &len_);                                         \
+            msg_error("MPI call failed at %s:%d: %s: %s", __FILE__, __LINE__, #call, msg_); \
+            dist_abort((d), DPCNN_EXIT_FAILURE);                                        \
+        }                                                                               \
+    } while (0)
+
+static void fatal_hook(int status)
+{
+    if (g_world && g_world->size > 1)
+        MPI_Abort(g_world->comm, status);
+}
+
+static Dist *make(MPI_Comm comm)
+{
+    Dist *d = XCALLOC(Dist, 1);
+    d->comm = comm;
+    MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN);
+    MPI_CHECK(d, MPI_Comm_rank(comm, &d->rank));
+    MPI_CHECK(d, MPI_Comm_size(comm, &d->size));
+    MPI_CHECK(d, MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL,
+                                     &d->node));
+    MPI_Comm_set_errhandler(d->node, MPI_ERRORS_RETURN);
+    MPI_CHECK(d, MPI_Comm_rank(d->node, &d->local_rank));
+    MPI_CHECK(d, MPI_Comm_size(d->node, &d->local_size));
+    return d;
+}
+
+Dist *dist_init(int *argc, char ***argv)
+{
+    int provided;
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        fprintf(stderr, "dpcnn: error: MPI_Init_thread failed\n");
+        exit(DPCNN_EXIT_FAILURE);
+    }
+    Dist *d = make(MPI_COMM_WORLD);
+    d->owns_mpi = 1;
+    g_world = d;
+    msg_set_rank(d->rank, d->size);
+    err_set_fatal_hook(fatal_hook);
+    if (provided < MPI_THREAD_FUNNELED)
+        msg_warn("MPI provides thread level %d < FUNNELED; worker threads never call MPI, "
+                 "continuing", provided);
+    return d;
+}
+
+Dist *dist_self(void)
+{
+    return make(MPI_COMM_SELF);
+}
+
+void dist_finalize(Dist *d)
+{
+    if (!d)
+        return;
+    MPI_Comm_free(&d->node);
+    int owns = d->owns_mpi;
+    if (g_world == d)
+        g_world = NULL;
+    free(d);
+    if (owns)
+        MPI_Finalize();
+}
+
+void dist_abort(Dist *d, int status)
+{
+    fflush(stdout);
+    fflush(stderr);
+    if (d && d->size > 1)
+        MPI_Abort(d->comm, status);
+    exit(status);
+}
+
+int dist_rank(const Dist *d) { return d->rank; }
+int dist_size(const Dist *d) { return d->size; }
+int dist_local_size(const Dist *d) { return d->local_size; }
+int dist_local_rank(const Dist *d) { return d->local_rank; }
+
+double dist_wtime(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+#define MSG_BYTES 512
+
+int dist_agree(Dist *d, int rc, const char *what)
+{
+    int failed = rc < 0, any = failed;
+    MPI_CHECK(d, MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, d->comm));
+    if (!any)
+        return 0;
+    char mine[MSG_BYTES];
+    snprintf(mine, sizeof mine, "%s", failed ? err_get() : "");
+    char *all = d->rank == 0 ? XCALLOC(char, (size_t)d->size * MSG_BYTES) : NULL;
+    MPI_CHECK(d, MPI_Gather(mine, MSG_BYTES, MPI_CHAR, all, MSG_BYTES, MPI_CHAR, 0, d->comm));
+    if (d->rank == 0) {
+        /* One line per distinct message, naming the ranks that reported it. */
+        for (int r = 0; r < d->size; r++) {
+            const char *m = all + (size_t)r * MSG_BYTES;
+            int seen = m[0] == '\0';
+            for (int q = 0; q < r && !seen; q++)
+                seen = strcmp(m, all + (size_t)q * MSG_BYTES) == 0;
+            if (seen)
+                continue;
+            char ranks[256] = "";
+            int count = 0;
+            for (int q = r; q < d->size; q++)
+                if (strcmp(m, all + (size_t)q * MSG_BYTES) == 0) {
+                    size_t len = strlen(ranks);
+                    if (len < sizeof ranks - 16)
+                        snprintf(ranks + len, sizeof ranks - len, "%s%d", count ? "," : "", q);
+                    count++;
+                }
+            if (d->size == 1)
+                fprintf(stderr, "dpcnn: error: %s%s%s\n", what ? what : "", what ? ": " : "", m);
+            else if (count == d->size)
+                fprintf(stderr, "dpcnn: error (all ranks): %s%s%s\n", what ? what : "",
+                        what ? ": " : "", m);
+            else
+                fprintf(stderr, "dpcnn: error (rank%s %s): %s%s%s\n", count > 1 ? "s" : "",
+                        ranks, what ? what : "", what ? ": " : "", m);
+        }
+        fflush(stderr);
+        free(all);
+    }
+    return -1;
+}
+
+void dist_max_int(Dist *d, int *v, int n)
+{
+    MPI_CHECK(d, MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT, MPI_MAX, d->comm));
+}
+
+void dist_sum_int64(Dist *d, int64_t *v, size_t n)
+{
+    /* MPI counts are int: reduce in slices for very large buffers. */
+    const size_t slice = (size_t)1 << 28;
+    for (size_t off = 0; off < n; off += slice) {
+        int cnt = (int)(n - off < slice ? n - off : slice);
+        MPI_CHECK(d, MPI_Allreduce(MPI_IN_PLACE, v + off, cnt, MPI_INT64_T, MPI_SUM, d->comm));
+    }
+}
+
+void dist_bcast(Dist *d, void *buf, size_t bytes, int root)
+{
+    MPI_CHECK(d, MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, d->comm));
+}
+
+void dist_allgather_u64(Dist *d, uint64_t v, uint64_t *out)
+{
+    MPI_CHECK(d, MPI_Allgather(&v, 1, MPI_UINT64_T, out, 1, MPI_UINT64_T, d->comm));
+}
+
+void dist_alltoallv(Dist *d, const void *send, const int *scount, const int *sdispl,
+                    void *recv, const int *rcount, const int *rdispl, size_t rec_bytes)
+{
+    MPI_Datatype rec;
+    MPI_CHECK(d, MPI_Type_contiguous((int)rec_bytes, MPI_BYTE, &rec));
+    MPI_CHECK(d, MPI_Type_commit(&rec));
+    MPI_CHECK(d, MPI_Alltoallv(send, scount, sdispl, rec, recv, rcount, rdispl, rec, d->comm));
+    MPI_Type_free(&rec);
+}
+
+void dist_gather_str(Dist *d, const char *s, char *out, size_t n)
+{
+    char *buf = XCALLOC(char, n);
+    snprintf(buf, n, "%s", s);
+    MPI_CHECK(d, MPI_Gather(buf, (int)n, MPI_CHAR, out, (int)n, MPI_CHAR, 0, d->comm));
+    free(buf);
+}
+
+void dist_barrier(Dist *d)
+{
+    MPI_CHECK(d, MPI_Barrier(d->comm));
+}

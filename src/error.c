@@ -1,0 +1,121 @@
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dpcnn/error.h"
+
+static int g_rank = 0;
+static int g_size = 1;
+static void (*g_fatal_hook)(int) = NULL;
+static _Thread_local char t_err[1024];
+
+void msg_set_rank(int rank, int size)
+{
+    g_rank = rank;
+    g_size = size;
+}
+
+int msg_rank(void) { return g_rank; }
+
+/* "dpcnn: " or "dpcnn: rank 3: " */
+static void prefix(FILE *f)
+{
+    if (g_size > 1)
+        fprintf(f, "dpcnn: rank %d: ", g_rank);
+    else
+        fputs("dpcnn: ", f);
+}
+
+void msg_info(const char *fmt, ...)
+{
+    if (g_rank != 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stdout, fmt, ap);
+    va_end(ap);
+    fputc('\n', stdout);
+    fflush(stdout);
+}
+
+void msg_warn(const char *fmt, ...)
+{
+    va_list ap;
+    prefix(stderr);
+    fputs("warning: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+}
+
+void msg_error(const char *fmt, ...)
+{
+    va_list ap;
+    prefix(stderr);
+    fputs("error: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+}
+
+int err_set(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t_err, sizeof t_err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+const char *err_get(void) { return t_err[0] ? t_err : "unknown error"; }
+
+void err_clear(void) { t_err[0] = '\0'; }
+
+void err_set_fatal_hook(void (*hook)(int)) { g_fatal_hook = hook; }
+
+void die_at(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout);
+    prefix(stderr);
+    fputs("fatal: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, " (%s:%d)\n", file, line);
+    fflush(stderr);
+    if (g_fatal_hook)
+        g_fatal_hook(DPCNN_EXIT_FAILURE);
+    exit(DPCNN_EXIT_FAILURE);
+}
+
+void *xcalloc(size_t count, size_t size)
+{
+    if (count == 0 || size == 0)
+        count = size = 1;
+    if (count > SIZE_MAX / size)
+        DIE("allocation of %zu x %zu bytes overflows", count, size);
+    size_t bytes = count * size;
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, rounded);
+    if (!p)
+        DIE("out of memory allocating %zu bytes", bytes);
+    memset(p, 0, rounded);
+    return p;
+}
+
+char *xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = xcalloc(n, 1);
+    memcpy(p, s, n);
+    return p;
+}

@@ -1,0 +1,148 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "dpcnn/error.h"
+#include "dpcnn/idx.h"
+#include "dpcnn/model.h"
+
+/* Fill buf with exactly n bytes; gzread reads plain files too. */
+static int read_exact(gzFile f, const char *path, void *buf, size_t n, const char *what)
+{
+    size_t got = 0;
+    while (got < n) {
+        unsigned chunk = (unsigned)(n - got > (1u << 30) ? (1u << 30) : n - got);
+        int r = gzread(f, (char *)buf + got, chunk);
+        if (r < 0) {
+            int zerr;
+            const char *msg = gzerror(f, &zerr);
+            if (zerr == Z_BUF_ERROR)
+                return err_set("%s: truncated: the compressed stream ends inside %s", path,
+                               what);
+            return err_set("%s: corrupt compressed data while reading %s: %s", path, what, msg);
+        }
+        if (r == 0)
+            return err_set("%s: truncated: %s should take %zu bytes but the file ends after %zu",
+                           path, what, n, got);
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+/* Open, check the magic for unsigned bytes in `ndim` dimensions, read dims. */
+static gzFile open_idx(const char *path, int ndim, uint32_t *dims)
+{
+    gzFile f = gzopen(path, "rb");
+    if (!f) {
+        err_set("%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
+        return NULL;
+    }
+    unsigned char head[4];
+    if (read_exact(f, path, head, 4, "the header") < 0)
+        goto fail;
+    if (head[0] != 0 || head[1] != 0) {
+        err_set("%s: not an IDX file (magic bytes %02x %02x %02x %02x, expected 00 00 08 %02x)",
+                path, head[0], head[1], head[2], head[3], ndim);
+        goto fail;
+    }
+    if (head[2] != 0x08) {
+        err_set("%s: element type 0x%02x, expected 0x08 (unsigned byte)", path, head[2]);
+        goto fail;
+    }
+    if (head[3] != ndim) {
+        err_set("%s: %d dimensions, expected %d (%s)", path, head[3], ndim,
+                ndim == 3 ? "an image file [N,28,28]" : "a label file [N]");
+        goto fail;
+    }
+    for (int d = 0; d < ndim; d++) {
+        unsigned char b[4];
+        if (read_exact(f, path, b, 4, "the dimension sizes") < 0)
+            goto fail;
+        dims[d] = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+    }
+    return f;
+fail:
+    gzclose(f);
+    return NULL;
+}
+
+/* Nothing may follow the last element: extra bytes mean a mismatched header. */
+static int expect_end(gzFile f, const char *path)
+{
+    char extra;
+    int r = gzread(f, &extra, 1);
+    if (r < 0) {
+        int zerr;
+        return err_set("%s: corrupt compressed data at the end: %s", path, gzerror(f, &zerr));
+    }
+    if (r > 0)
+        return err_set("%s: data continues past the size its header gives", path);
+    return 0;
+}
+
+int idx_read_images(const char *path, uint8_t **pixels, size_t *count)
+{
+    uint32_t dims[3];
+    gzFile f = open_idx(path, 3, dims);
+    if (!f)
+        return -1;
+    if (dims[1] != MODEL_IMAGE_SIDE || dims[2] != MODEL_IMAGE_SIDE) {
+        gzclose(f);
+        return err_set("%s: images are %ux%u, expected 28x28", path, dims[1], dims[2]);
+    }
+    if (dims[0] == 0) {
+        gzclose(f);
+        return err_set("%s: holds no images", path);
+    }
+    size_t bytes = (size_t)dims[0] * MODEL_IMAGE_PIXELS;
+    uint8_t *p = malloc(bytes);
+    if (!p) {
+        gzclose(f);
+        return err_set("%s: out of memory for %u images", path, dims[0]);
+    }
+    if (read_exact(f, path, p, bytes, "the pixels") < 0 || expect_end(f, path) < 0) {
+        free(p);
+        gzclose(f);
+        return -1;
+    }
+    gzclose(f);
+    *pixels = p;
+    *count = dims[0];
+    return 0;
+}
+
+int idx_read_labels(const char *path, uint8_t **labels, size_t *count, int num_classes)
+{
+    uint32_t n;
+    gzFile f = open_idx(path, 1, &n);
+    if (!f)
+        return -1;
+    if (n == 0) {
+        gzclose(f);
+        return err_set("%s: holds no labels", path);
+    }
+    uint8_t *p = malloc(n);
+    if (!p) {
+        gzclose(f);
+        return err_set("%s: out of memory for %u labels", path, n);
+    }
+    if (read_exact(f, path, p, n, "the labels") < 0 || expect_end(f, path) < 0) {
+        free(p);
+        gzclose(f);
+        return -1;
+    }
+    gzclose(f);
+    for (uint32_t i = 0; i < n; i++)
+        if (p[i] >= num_classes) {
+            int v = p[i];
+            free(p);
+            return err_set("%s: label %d of item %u is out of range (0..%d)", path, v, i,
+                           num_classes - 1);
+        }
+    *labels = p;
+    *count = n;
+    return 0;
+}

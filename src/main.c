@@ -1,0 +1,37 @@
+/* dpcnn: parse the command line, bring up MPI, train. */
+#include "config.h"
+
+#include <stdlib.h>
+
+#include "dpcnn/dist.h"
+#include "dpcnn/error.h"
+#include "dpcnn/options.h"
+#include "dpcnn/train.h"
+
+/* Before MPI is up, only the launcher's environment tells which rank this is;
+ * usage errors and --help are printed by rank 0 alone and need no MPI at all. */
+static int launcher_rank(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK",
+                                       "SLURM_PROCID"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v)
+            return atoi(v);
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    TrainConfig cfg;
+    switch (options_parse(&cfg, argc, argv, launcher_rank() == 0)) {
+    case OPTIONS_EXIT_OK: return DPCNN_EXIT_OK;
+    case OPTIONS_EXIT_USAGE: return DPCNN_EXIT_USAGE;
+    default: break;
+    }
+    Dist *d = dist_init(&argc, &argv);
+    int status = train_run(&cfg, d);
+    dist_finalize(d);
+    return status;
+}

@@ -1,0 +1,190 @@
+#include "config.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dpcnn/error.h"
+#include "dpcnn/layers.h"
+#include "dpcnn/model.h"
+#include "dpcnn/rng.h"
+
+/* Offsets are cumulative counts; the static assert below keeps the table honest. */
+#define OFF_CONV1_W 0
+#define OFF_CONV1_B (OFF_CONV1_W + 6 * 1 * 5 * 5)
+#define OFF_CONV2_W (OFF_CONV1_B + 6)
+#define OFF_CONV2_B (OFF_CONV2_W + 12 * 6 * 5 * 5)
+#define OFF_FC1_W (OFF_CONV2_B + 12)
+#define OFF_FC1_B (OFF_FC1_W + 120 * 192)
+#define OFF_FC2_W (OFF_FC1_B + 120)
+#define OFF_FC2_B (OFF_FC2_W + 60 * 120)
+#define OFF_OUT_W (OFF_FC2_B + 60)
+#define OFF_OUT_B (OFF_OUT_W + 10 * 60)
+#define OFF_END (OFF_OUT_B + 10)
+_Static_assert(OFF_END == 32998, "parameter count");
+
+const TensorInfo model_tensors[MODEL_NUM_TENSORS] = {
+    {"conv1.weight", 4, {6, 1, 5, 5}, OFF_CONV1_W, 150, 25},
+    {"conv1.bias", 1, {6}, OFF_CONV1_B, 6, 25},
+    {"conv2.weight", 4, {12, 6, 5, 5}, OFF_CONV2_W, 1800, 150},
+    {"conv2.bias", 1, {12}, OFF_CONV2_B, 12, 150},
+    {"fc1.weight", 2, {120, 192}, OFF_FC1_W, 23040, 192},
+    {"fc1.bias", 1, {120}, OFF_FC1_B, 120, 192},
+    {"fc2.weight", 2, {60, 120}, OFF_FC2_W, 7200, 120},
+    {"fc2.bias", 1, {60}, OFF_FC2_B, 60, 120},
+    {"out.weight", 2, {10, 60}, OFF_OUT_W, 600, 60},
+    {"out.bias", 1, {10}, OFF_OUT_B, 10, 60},
+};
+
+int model_tensor_index(const char *name)
+{
+    for (int t = 0; t < MODEL_NUM_TENSORS; t++)
+        if (strcmp(model_tensors[t].name, name) == 0)
+            return t;
+    return -1;
+}
+
+void model_init(float *params, uint64_t seed)
+{
+    for (int t = 0; t < MODEL_NUM_TENSORS; t++) {
+        const TensorInfo *ti = &model_tensors[t];
+        const float bound = (float)(1.0 / sqrt((double)ti->fan_in));
+        Rng rng;
+        rng_init(&rng, seed, RNG_STREAM_INIT, (uint64_t)t);
+        for (size_t i = 0; i < ti->count; i++)
+            params[ti->offset + i] = (2.0f * rng_uniform(&rng) - 1.0f) * bound;
+    }
+}
+
+/* Shapes of the activations, per sample. */
+enum {
+    S_X = 1 * 28 * 28,
+    S_C1 = 6 * 24 * 24,
+    S_P1 = 6 * 12 * 12,
+    S_C2 = 12 * 8 * 8,
+    S_P2 = 12 * 4 * 4,
+    S_F1 = 120,
+    S_F2 = 60,
+    S_OUT = 10,
+};
+
+Workspace *workspace_create(int max_n)
+{
+    Workspace *ws = XCALLOC(Workspace, 1);
+    const size_t n = (size_t)max_n;
+    ws->max_n = max_n;
+    size_t col1 = conv2d_col_floats(max_n, 1, 28, 28, 5);
+    size_t col2 = conv2d_col_floats(max_n, 6, 12, 12, 5);
+    size_t tmp1 = conv2d_tmp_floats(max_n, 1, 28, 28, 6, 5);
+    size_t tmp2 = conv2d_tmp_floats(max_n, 6, 12, 12, 12, 5);
+    size_t tmp = tmp1 > tmp2 ? tmp1 : tmp2;
+    /* forward activations, then their gradients (contiguous: one memset) */
+    size_t fwd = n * (S_X + 2 * S_C1 + S_P1 + 2 * S_C2 + S_P2 + 2 * S_F1 + 2 * S_F2 + 2 * S_OUT);
+    size_t bwd = n * (2 * S_C1 + S_P1 + 2 * S_C2 + S_P2 + 2 * S_F1 + 2 * S_F2 + S_OUT);
+    ws->mem = XCALLOC(float, fwd + bwd + col1 + col2 + tmp);
+    ws->mem8 = XCALLOC(uint8_t, n * (S_P1 + S_P2));
+    float *p = ws->mem;
+#define TAKE(field, count) (ws->field = p, p += (count))
+    TAKE(x, n * S_X);
+    TAKE(c1, n * S_C1);
+    TAKE(r1, n * S_C1);
+    TAKE(p1, n * S_P1);
+    TAKE(c2, n * S_C2);
+    TAKE(r2, n * S_C2);
+    TAKE(p2, n * S_P2);
+    TAKE(f1, n * S_F1);
+    TAKE(g1, n * S_F1);
+    TAKE(f2, n * S_F2);
+    TAKE(g2, n * S_F2);
+    TAKE(logits, n * S_OUT);
+    TAKE(probs, n * S_OUT);
+    ws->act_grads = p;
+    TAKE(dc1, n * S_C1);
+    TAKE(dr1, n * S_C1);
+    TAKE(dp1, n * S_P1);
+    TAKE(dc2, n * S_C2);
+    TAKE(dr2, n * S_C2);
+    TAKE(dp2, n * S_P2);
+    TAKE(df1, n * S_F1);
+    TAKE(dg1, n * S_F1);
+    TAKE(df2, n * S_F2);
+    TAKE(dg2, n * S_F2);
+    TAKE(dlogits, n * S_OUT);
+    ws->act_grads_count = (size_t)(p - ws->act_grads);
+    TAKE(col1, col1);
+    TAKE(col2, col2);
+    TAKE(tmp, tmp);
+#undef TAKE
+    ws->arg1 = ws->mem8;
+    ws->arg2 = ws->mem8 + n * S_P1;
+    return ws;
+}
+
+void workspace_free(Workspace *ws)
+{
+    if (!ws)
+        return;
+    free(ws->mem);
+    free(ws->mem8);
+    free(ws);
+}
+
+#define W(t) (params + model_tensors[t].offset)
+#define G(t) (grads + model_tensors[t].offset)
+
+double model_forward(Workspace *ws, const float *params, const uint8_t *images,
+                     const uint8_t *labels, int n, int *correct)
+{
+    if (n > ws->max_n)
+        DIE("micro-batch of %d exceeds the workspace (%d)", n, ws->max_n);
+    /* The tutorial's ToTensor: float(pixel) / 255, a division as PyTorch does it. */
+    for (size_t i = 0; i < (size_t)n * S_X; i++)
+        ws->x[i] = (float)images[i] / 255.0f;
+
+    conv2d_forward(ws->c1, ws->col1, ws->tmp, ws->x, W(T_CONV1_W), W(T_CONV1_B), n, 1, 28, 28,
+                   6, 5);
+    relu_forward(ws->r1, ws->c1, (size_t)n * S_C1);
+    maxpool2_forward(ws->p1, ws->arg1, ws->r1, n, 6, 24, 24);
+
+    conv2d_forward(ws->c2, ws->col2, ws->tmp, ws->p1, W(T_CONV2_W), W(T_CONV2_B), n, 6, 12,
+                   12, 12, 5);
+    relu_forward(ws->r2, ws->c2, (size_t)n * S_C2);
+    maxpool2_forward(ws->p2, ws->arg2, ws->r2, n, 12, 8, 8);
+
+    /* p2 [n,12,4,4] is already the flattened [n,192], in PyTorch's order. */
+    linear_forward(ws->f1, ws->p2, W(T_FC1_W), W(T_FC1_B), n, S_P2, S_F1);
+    relu_forward(ws->g1, ws->f1, (size_t)n * S_F1);
+    linear_forward(ws->f2, ws->g1, W(T_FC2_W), W(T_FC2_B), n, S_F1, S_F2);
+    relu_forward(ws->g2, ws->f2, (size_t)n * S_F2);
+    linear_forward(ws->logits, ws->g2, W(T_OUT_W), W(T_OUT_B), n, S_F2, S_OUT);
+
+    if (!labels)
+        return 0.0;
+    return softmax_xent_forward(ws->probs, correct, ws->logits, labels, n, S_OUT);
+}
+
+void model_backward(float *grads, Workspace *ws, const float *params, const uint8_t *labels,
+                    int n, float scale)
+{
+    memset(ws->act_grads, 0, sizeof(float) * ws->act_grads_count);
+    softmax_xent_backward(ws->dlogits, ws->probs, labels, n, S_OUT, scale);
+    linear_backward(ws->dg2, G(T_OUT_W), G(T_OUT_B), ws->dlogits, ws->g2, W(T_OUT_W), n, S_F2,
+                    S_OUT);
+    relu_backward(ws->df2, ws->dg2, ws->g2, (size_t)n * S_F2);
+    linear_backward(ws->dg1, G(T_FC2_W), G(T_FC2_B), ws->df2, ws->g1, W(T_FC2_W), n, S_F1,
+                    S_F2);
+    relu_backward(ws->df1, ws->dg1, ws->g1, (size_t)n * S_F1);
+    linear_backward(ws->dp2, G(T_FC1_W), G(T_FC1_B), ws->df1, ws->p2, W(T_FC1_W), n, S_P2,
+                    S_F1);
+
+    maxpool2_backward(ws->dr2, ws->dp2, ws->arg2, n, 12, 8, 8);
+    relu_backward(ws->dc2, ws->dr2, ws->r2, (size_t)n * S_C2);
+    conv2d_backward(ws->dp1, G(T_CONV2_W), G(T_CONV2_B), ws->tmp, ws->dc2, ws->col2,
+                    W(T_CONV2_W), n, 6, 12, 12, 12, 5);
+
+    maxpool2_backward(ws->dr1, ws->dp1, ws->arg1, n, 6, 24, 24);
+    relu_backward(ws->dc1, ws->dr1, ws->r1, (size_t)n * S_C1);
+    /* conv1's input is the image: no gradient wanted, dx = NULL. */
+    conv2d_backward(NULL, G(T_CONV1_W), G(T_CONV1_B), ws->tmp, ws->dc1, ws->col1,
+                    W(T_CONV1_W), n, 1, 28, 28, 6, 5);
+}

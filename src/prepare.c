@@ -1,0 +1,116 @@
+/* dpcnn-prepare: four IDX files of an MNIST-format data set -> one HDF5 data file. */
+#include "config.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dpcnn/dataset.h"
+#include "dpcnn/error.h"
+#include "dpcnn/fsutil.h"
+#include "dpcnn/idx.h"
+#include "dpcnn/model.h"
+
+static void usage(FILE *f)
+{
+    fputs("Usage: dpcnn-prepare [-o OUT.h5] [DIR]\n"
+          "       dpcnn-prepare -o OUT.h5 --train-images F --train-labels F\n"
+          "                     --test-images F --test-labels F\n"
+          "Convert an MNIST-format data set (four IDX files, gzipped or plain) into the\n"
+          "HDF5 data file dpcnn reads. DIR holds train-images-idx3-ubyte[.gz],\n"
+          "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz] and\n"
+          "t10k-labels-idx1-ubyte[.gz] (default: /usr/share/datasets/fashion-mnist).\n"
+          "\n"
+          "  -o, --output FILE   where to write (default: fashion-mnist.h5); written\n"
+          "                      under a temporary name and renamed when complete\n"
+          "  -h, --help          this text\n"
+          "  -V, --version       the version\n",
+          f);
+}
+
+/* DIR/base.gz if it exists, else DIR/base. */
+static char *find_in(const char *dir, const char *base)
+{
+    char *p = malloc(strlen(dir) + strlen(base) + 8);
+    sprintf(p, "%s/%s.gz", dir, base);
+    if (!fs_exists(p))
+        sprintf(p, "%s/%s", dir, base);
+    return p;
+}
+
+int main(int argc, char **argv)
+{
+    const char *out = "fashion-mnist.h5";
+    char *files[4] = {NULL, NULL, NULL, NULL}; /* train images, labels, test images, labels */
+    static const struct option opts[] = {
+        {"output", required_argument, 0, 'o'},   {"train-images", required_argument, 0, 1},
+        {"train-labels", required_argument, 0, 2}, {"test-images", required_argument, 0, 3},
+        {"test-labels", required_argument, 0, 4}, {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'},         {0, 0, 0, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "o:hV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'o': out = optarg; break;
+        case 1: case 2: case 3: case 4: files[c - 1] = xstrdup(optarg); break;
+        case 'h': usage(stdout); return 0;
+        case 'V': printf("dpcnn-prepare %s\n", PACKAGE_VERSION); return 0;
+        default:
+            fputs("Try 'dpcnn-prepare --help'.\n", stderr);
+            return DPCNN_EXIT_USAGE;
+        }
+    }
+    if (argc - optind > 1) {
+        fprintf(stderr, "dpcnn-prepare: one data directory at most, got %d\n", argc - optind);
+        return DPCNN_EXIT_USAGE;
+    }
+    int given = !!files[0] + !!files[1] + !!files[2] + !!files[3];
+    if (given > 0 && (given < 4 || argc - optind == 1)) {
+        fputs("dpcnn-prepare: give either a directory or all four --train-/--test- files\n",
+              stderr);
+        return DPCNN_EXIT_USAGE;
+    }
+    const char *dir = argc - optind == 1 ? argv[optind] : "/usr/share/datasets/fashion-mnist";
+    if (given == 0) {
+        files[0] = find_in(dir, "train-images-idx3-ubyte");
+        files[1] = find_in(dir, "train-labels-idx1-ubyte");
+        files[2] = find_in(dir, "t10k-images-idx3-ubyte");
+        files[3] = find_in(dir, "t10k-labels-idx1-ubyte");
+    }
+
+    uint8_t *img[2] = {NULL, NULL}, *lab[2] = {NULL, NULL};
+    size_t ni[2], nl[2];
+    for (int s = 0; s < 2; s++) {
+        if (idx_read_images(files[2 * s], &img[s], &ni[s]) < 0 ||
+            idx_read_labels(files[2 * s + 1], &lab[s], &nl[s], MODEL_CLASSES) < 0) {
+            fprintf(stderr, "dpcnn-prepare: error: %s\n", err_get());
+            return DPCNN_EXIT_FAILURE;
+        }
+        if (ni[s] != nl[s]) {
+            fprintf(stderr,
+                    "dpcnn-prepare: error: inconsistent input: %s holds %zu images but %s "
+                    "holds %zu labels\n",
+                    files[2 * s], ni[s], files[2 * s + 1], nl[s]);
+            return DPCNN_EXIT_FAILURE;
+        }
+    }
+    char source[8192];
+    snprintf(source, sizeof source, "%s; %s; %s; %s", files[0], files[1], files[2], files[3]);
+    SplitData train = {img[0], lab[0], ni[0]}, test = {img[1], lab[1], ni[1]};
+    if (dataset_write(out, &train, &test, source) < 0) {
+        fprintf(stderr, "dpcnn-prepare: error: %s\n", err_get());
+        return DPCNN_EXIT_FAILURE;
+    }
+    char fp[32];
+    dataset_fingerprint(fp, &train, &test);
+    printf("dpcnn-prepare: wrote %s: %zu train and %zu test images, fingerprint %s\n", out,
+           ni[0], ni[1], fp);
+    for (int s = 0; s < 2; s++) {
+        free(img[s]);
+        free(lab[s]);
+    }
+    for (int k = 0; k < 4; k++)
+        free(files[k]);
+    return 0;
+}

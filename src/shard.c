@@ -1,0 +1,191 @@
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "dpcnn/error.h"
+#include "dpcnn/model.h"
+#include "dpcnn/shard.h"
+
+#define REC (MODEL_IMAGE_PIXELS + 1) /* one record on the wire: pixels, then the label */
+
+size_t part_first(size_t n, int parts, int r)
+{
+    return (size_t)((unsigned __int128)n * (unsigned)r / (unsigned)parts);
+}
+
+int part_owner(size_t n, int parts, size_t i)
+{
+    /* floor(r n / P) <= i  <=>  r < (i+1) P / n, so r = floor(((i+1) P - 1) / n). */
+    return (int)(((unsigned __int128)(i + 1) * (unsigned)parts - 1) / n);
+}
+
+size_t sched_steps(const Schedule *s)
+{
+    return (s->n + (size_t)s->batch - 1) / (size_t)s->batch;
+}
+
+int sched_step_size(const Schedule *s, size_t step)
+{
+    size_t start = step * (size_t)s->batch;
+    size_t left = s->n - start;
+    return (int)(left < (size_t)s->batch ? left : (size_t)s->batch);
+}
+
+int sched_micro_count(const Schedule *s, size_t step)
+{
+    return (sched_step_size(s, step) + s->micro - 1) / s->micro;
+}
+
+int sched_micro_size(const Schedule *s, size_t step, int j)
+{
+    int b = sched_step_size(s, step);
+    int left = b - j * s->micro;
+    return left < s->micro ? left : s->micro;
+}
+
+void sched_rank_micros(const Schedule *s, size_t step, int rank, int *first, int *last)
+{
+    int M = sched_micro_count(s, step);
+    *first = (int)part_first((size_t)M, s->ranks, rank);
+    *last = (int)part_first((size_t)M, s->ranks, rank + 1);
+}
+
+size_t sched_rank_samples(const Schedule *s, int rank)
+{
+    size_t total = 0, steps = sched_steps(s);
+    for (size_t st = 0; st < steps; st++) {
+        int f, l;
+        sched_rank_micros(s, st, rank, &f, &l);
+        for (int j = f; j < l; j++)
+            total += (size_t)sched_micro_size(s, st, j);
+    }
+    return total;
+}
+
+int sched_max_rank_micros(const Schedule *s)
+{
+    /* Only the full step and the last step differ. */
+    int best = 0;
+    size_t steps = sched_steps(s);
+    size_t probe[2] = {0, steps ? steps - 1 : 0};
+    for (int k = 0; k < 2; k++)
+        for (int r = 0; r < s->ranks; r++) {
+            int f, l;
+            sched_rank_micros(s, probe[k], r, &f, &l);
+            best = l - f > best ? l - f : best;
+        }
+    return best;
+}
+
+/* The rank that trains on epoch position pos. */
+static int rank_of_position(const Schedule *s, size_t pos)
+{
+    size_t step = pos / (size_t)s->batch;
+    int j = (int)((pos - step * (size_t)s->batch) / (size_t)s->micro);
+    int M = sched_micro_count(s, step);
+    return part_owner((size_t)M, s->ranks, (size_t)j);
+}
+
+void exchange_init(Exchange *x, const Schedule *s, int rank)
+{
+    memset(x, 0, sizeof *x);
+    x->sched = *s;
+    x->rank = rank;
+    const int P = s->ranks;
+    size_t mine = sched_rank_samples(s, rank);
+    size_t held = part_first(s->n, P, rank + 1) - part_first(s->n, P, rank);
+    x->shard.count = mine;
+    x->shard.images = XCALLOC(uint8_t, mine * MODEL_IMAGE_PIXELS);
+    x->shard.labels = XCALLOC(uint8_t, mine);
+    x->positions = XCALLOC(size_t, mine);
+    size_t k = 0, steps = sched_steps(s);
+    for (size_t st = 0; st < steps; st++) {
+        int f, l;
+        sched_rank_micros(s, st, rank, &f, &l);
+        /* the rank's micro-batches of a step are one run of positions */
+        size_t p0 = st * (size_t)s->batch + (size_t)f * (size_t)s->micro;
+        size_t cnt = 0;
+        for (int j = f; j < l; j++)
+            cnt += (size_t)sched_micro_size(s, st, j);
+        for (size_t q = 0; q < cnt; q++)
+            x->positions[k++] = p0 + q;
+    }
+    if (P > 1) {
+        /* At most everything held goes out, and everything trained on comes in. */
+        x->sendbuf = XCALLOC(uint8_t, held * REC);
+        x->recvbuf = XCALLOC(uint8_t, mine * REC);
+    }
+    x->scount = XCALLOC(int, P);
+    x->sdispl = XCALLOC(int, P);
+    x->rcount = XCALLOC(int, P);
+    x->rdispl = XCALLOC(int, P);
+    x->cursor = XCALLOC(int, P);
+}
+
+void exchange_free(Exchange *x)
+{
+    free(x->shard.images);
+    free(x->shard.labels);
+    free(x->positions);
+    free(x->sendbuf);
+    free(x->recvbuf);
+    free(x->scount);
+    free(x->sdispl);
+    free(x->rcount);
+    free(x->rdispl);
+    free(x->cursor);
+    memset(x, 0, sizeof *x);
+}
+
+static void copy_sample(Block *dst, size_t k, const Block *src, size_t i)
+{
+    memcpy(dst->images + k * MODEL_IMAGE_PIXELS,
+           src->images + (i - src->first) * MODEL_IMAGE_PIXELS, MODEL_IMAGE_PIXELS);
+    dst->labels[k] = src->labels[i - src->first];
+}
+
+void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d)
+{
+    const Schedule *s = &x->sched;
+    const int P = s->ranks, me = x->rank;
+    if (P == 1) {
+        for (size_t k = 0; k < x->shard.count; k++)
+            copy_sample(&x->shard, k, mine, perm[x->positions[k]]);
+        return;
+    }
+    /* Every rank knows perm, so each can list, in epoch order, what it must
+     * send to whom and what it will receive from whom: no counts to exchange. */
+    memset(x->scount, 0, sizeof(int) * P);
+    memset(x->rcount, 0, sizeof(int) * P);
+    for (size_t pos = 0; pos < s->n; pos++) {
+        int src = part_owner(s->n, P, perm[pos]);
+        if (src == me)
+            x->scount[rank_of_position(s, pos)]++;
+    }
+    for (size_t k = 0; k < x->shard.count; k++)
+        x->rcount[part_owner(s->n, P, perm[x->positions[k]])]++;
+    for (int r = 1; r < P; r++) {
+        x->sdispl[r] = x->sdispl[r - 1] + x->scount[r - 1];
+        x->rdispl[r] = x->rdispl[r - 1] + x->rcount[r - 1];
+    }
+    memcpy(x->cursor, x->sdispl, sizeof(int) * P);
+    for (size_t pos = 0; pos < s->n; pos++) {
+        size_t i = perm[pos];
+        if (part_owner(s->n, P, i) != me)
+            continue;
+        uint8_t *rec = x->sendbuf + (size_t)x->cursor[rank_of_position(s, pos)]++ * REC;
+        memcpy(rec, mine->images + (i - mine->first) * MODEL_IMAGE_PIXELS, MODEL_IMAGE_PIXELS);
+        rec[MODEL_IMAGE_PIXELS] = mine->labels[i - mine->first];
+    }
+    dist_alltoallv(d, x->sendbuf, x->scount, x->sdispl, x->recvbuf, x->rcount, x->rdispl, REC);
+    /* Senders packed in epoch order, so each source's records arrive in the
+     * order this rank needs them: walk the positions, taking the next from each. */
+    memcpy(x->cursor, x->rdispl, sizeof(int) * P);
+    for (size_t k = 0; k < x->shard.count; k++) {
+        int src = part_owner(s->n, P, perm[x->positions[k]]);
+        const uint8_t *rec = x->recvbuf + (size_t)x->cursor[src]++ * REC;
+        memcpy(x->shard.images + k * MODEL_IMAGE_PIXELS, rec, MODEL_IMAGE_PIXELS);
+        x->shard.labels[k] = rec[MODEL_IMAGE_PIXELS];
+    }
+}

@@ -1,0 +1,198 @@
+/* The step: a rank's micro-batches, then the agreement and the exact sum.
+ *
+ *   1. each micro-batch runs forward and backward on one worker thread into
+ *      its own gradient slot (single-threaded OpenBLAS, the same shapes
+ *      wherever it runs, so the same bits wherever it runs);
+ *   2. one MPI_MAX over a few integers agrees on the largest exponent of every
+ *      tensor's gradient and of the loss (the fixed-point grid), on whether
+ *      anything was non-finite, and on whether to stop;
+ *   3. every slot is rounded onto the grid and the integers are summed, in
+ *      the rank and then with one MPI_SUM over int64: exact, so the same for
+ *      any split of the micro-batches over ranks and threads.
+ * doc/determinism.md has the design and its cost. */
+#include "config.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "dpcnn/error.h"
+#include "dpcnn/step.h"
+#include "dpcnn/xsum.h"
+
+#define NPARAM MODEL_NUM_PARAMS
+#define NT MODEL_NUM_TENSORS
+#define NCONF (MODEL_CLASSES * MODEL_CLASSES)
+
+static int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+Stepper *stepper_create(int micro_batch, int max_slots, int threads, size_t max_chunks)
+{
+    Stepper *st = XCALLOC(Stepper, 1);
+    st->micro_batch = micro_batch;
+    st->max_slots = max_slots < 1 ? 1 : max_slots;
+    st->threads = threads < 1 ? 1 : threads;
+    st->max_chunks = max_chunks;
+    st->ws = XCALLOC(Workspace *, (size_t)st->threads);
+    for (int i = 0; i < st->threads; i++)
+        st->ws[i] = workspace_create(micro_batch);
+    st->slot_grads = XCALLOC(float, (size_t)st->max_slots * NPARAM);
+    st->slot_loss = XCALLOC(double, (size_t)st->max_slots);
+    st->slot_correct = XCALLOC(int, (size_t)st->max_slots);
+    st->slot_exp = XCALLOC(int, (size_t)st->max_slots * (NT + 1));
+    st->acc = XCALLOC(int64_t, NPARAM + 2);
+    st->chunk_loss = XCALLOC(double, max_chunks + 1);
+    st->confusion = XCALLOC(int64_t, (size_t)st->threads * NCONF);
+    return st;
+}
+
+void stepper_free(Stepper *st)
+{
+    if (!st)
+        return;
+    for (int i = 0; i < st->threads; i++)
+        workspace_free(st->ws[i]);
+    free(st->ws);
+    free(st->slot_grads);
+    free(st->slot_loss);
+    free(st->slot_correct);
+    free(st->slot_exp);
+    free(st->acc);
+    free(st->chunk_loss);
+    free(st->confusion);
+    free(st);
+}
+
+/* Control integers agreed by MPI_MAX: the exponents first (tensors, loss). */
+enum { CTL_LOSS = NT, CTL_BAD_RANK, CTL_STOP, CTL_COUNT };
+
+int stepper_gradient(Stepper *st, Dist *d, float *grads, StepSums *sums, const float *params,
+                     const uint8_t *images, const uint8_t *labels, const int *sizes, int nmicro,
+                     int nmicro_total, int batch_total)
+{
+    if (nmicro > st->max_slots)
+        DIE("%d micro-batches exceed the %d slots", nmicro, st->max_slots);
+    const float scale = 1.0f / (float)batch_total;
+    int offset[nmicro > 0 ? nmicro : 1];
+    for (int k = 0, off = 0; k < nmicro; k++) {
+        offset[k] = off;
+        off += sizes[k];
+    }
+
+#pragma omp parallel for num_threads(st->threads) schedule(static)
+    for (int k = 0; k < nmicro; k++) {
+        Workspace *ws = st->ws[thread_id()];
+        float *g = st->slot_grads + (size_t)k * NPARAM;
+        const uint8_t *img = images + (size_t)offset[k] * MODEL_IMAGE_PIXELS;
+        const uint8_t *lab = labels + offset[k];
+        int correct = 0;
+        memset(g, 0, sizeof(float) * NPARAM);
+        st->slot_loss[k] = model_forward(ws, params, img, lab, sizes[k], &correct);
+        model_backward(g, ws, params, lab, sizes[k], scale);
+        st->slot_correct[k] = correct;
+        int *e = st->slot_exp + (size_t)k * (NT + 1);
+        for (int t = 0; t < NT; t++)
+            e[t] = xsum_exponent_f32(g + model_tensors[t].offset, model_tensors[t].count);
+        e[NT] = xsum_exponent_f64(&st->slot_loss[k], 1);
+    }
+
+    int ctl[CTL_COUNT];
+    for (int i = 0; i <= NT; i++)
+        ctl[i] = XSUM_ZERO;
+    ctl[CTL_BAD_RANK] = -1;
+    ctl[CTL_STOP] = sums->stop;
+    for (int k = 0; k < nmicro; k++)
+        for (int i = 0; i <= NT; i++) {
+            int e = st->slot_exp[(size_t)k * (NT + 1) + i];
+            ctl[i] = e > ctl[i] ? e : ctl[i];
+            if (e == XSUM_NONFINITE)
+                ctl[CTL_BAD_RANK] = dist_rank(d);
+        }
+    dist_max_int(d, ctl, CTL_COUNT);
+    sums->stop = ctl[CTL_STOP];
+    sums->bad_rank = ctl[CTL_BAD_RANK];
+    sums->loss_bad = ctl[CTL_LOSS] == XSUM_NONFINITE;
+    if (sums->bad_rank >= 0)
+        return -1;
+
+    int shift[NT + 1];
+    for (int i = 0; i <= NT; i++)
+        shift[i] = xsum_shift(ctl[i], nmicro_total);
+    int64_t *acc = st->acc;
+    memset(acc, 0, sizeof(int64_t) * (NPARAM + 2));
+    for (int k = 0; k < nmicro; k++) {
+        const float *g = st->slot_grads + (size_t)k * NPARAM;
+        for (int t = 0; t < NT; t++) {
+            const TensorInfo *ti = &model_tensors[t];
+            xsum_add_f32(acc + ti->offset, g + ti->offset, ti->count, shift[t]);
+        }
+        xsum_add_f64(acc + NPARAM, &st->slot_loss[k], 1, shift[NT]);
+        acc[NPARAM + 1] += st->slot_correct[k];
+    }
+    dist_sum_int64(d, acc, NPARAM + 2);
+    for (int t = 0; t < NT; t++) {
+        const TensorInfo *ti = &model_tensors[t];
+        xsum_get_f32(grads + ti->offset, acc + ti->offset, ti->count, shift[t]);
+    }
+    sums->loss_sum = xsum_get_f64(acc[NPARAM], shift[NT]);
+    sums->correct = acc[NPARAM + 1];
+    return 0;
+}
+
+void stepper_evaluate(Stepper *st, Dist *d, EvalResult *r, const float *params,
+                      const uint8_t *images, const uint8_t *labels, size_t count,
+                      size_t chunks_total)
+{
+    const size_t m = (size_t)st->micro_batch;
+    const size_t chunks = (count + m - 1) / m;
+    if (chunks > st->max_chunks)
+        DIE("%zu evaluation chunks exceed the %zu planned", chunks, st->max_chunks);
+    memset(st->confusion, 0, sizeof(int64_t) * (size_t)st->threads * NCONF);
+#pragma omp parallel for num_threads(st->threads) schedule(static)
+    for (size_t c = 0; c < chunks; c++) {
+        const int tid = thread_id();
+        Workspace *ws = st->ws[tid];
+        const size_t first = c * m;
+        const int n = (int)(first + m <= count ? m : count - first);
+        int correct = 0;
+        st->chunk_loss[c] = model_forward(ws, params, images + first * MODEL_IMAGE_PIXELS,
+                                          labels + first, n, &correct);
+        int64_t *conf = st->confusion + (size_t)tid * NCONF;
+        for (int s = 0; s < n; s++) {
+            const float *z = ws->logits + (size_t)s * MODEL_CLASSES;
+            int best = 0;
+            for (int k = 1; k < MODEL_CLASSES; k++)
+                if (z[k] > z[best])
+                    best = k;
+            conf[labels[first + s] * MODEL_CLASSES + best]++;
+        }
+    }
+    int e = xsum_exponent_f64(st->chunk_loss, chunks);
+    dist_max_int(d, &e, 1);
+    const int shift = xsum_shift(e, (long)chunks_total);
+    int64_t acc[1 + NCONF] = {0};
+    for (size_t c = 0; c < chunks && e != XSUM_NONFINITE; c++)
+        xsum_add_f64(acc, &st->chunk_loss[c], 1, shift);
+    for (int t = 0; t < st->threads; t++)
+        for (int i = 0; i < NCONF; i++)
+            acc[1 + i] += st->confusion[(size_t)t * NCONF + i];
+    dist_sum_int64(d, acc, 1 + NCONF);
+    r->loss_sum = e == XSUM_NONFINITE ? NAN : xsum_get_f64(acc[0], shift);
+    r->correct = r->count = 0;
+    for (int i = 0; i < NCONF; i++) {
+        r->confusion[i] = acc[1 + i];
+        r->count += acc[1 + i];
+        if (i / MODEL_CLASSES == i % MODEL_CLASSES)
+            r->correct += acc[1 + i];
+    }
+}
