@@ -1,6 +1,7 @@
 /* 2x2 max-pool, stride 2, with the winner of each window remembered.
  *
- * The winner index w in 0..3 names the window element (w>>1, w&1). PyTorch
+ * The winner is kept as its offset within the input plane, so the backward
+ * pass is a plain scatter-add. PyTorch
  * scans the window row by row and replaces the running maximum only when a
  * value is strictly larger (or NaN), so on ties the first element wins; after
  * a ReLU ties at zero are common, and matching the rule keeps gradients equal
@@ -11,48 +12,60 @@
 
 #include "dpcnn/layers.h"
 
-void maxpool2_forward(float *y, uint8_t *arg, const float *x, int n, int C, int H, int W)
+/* One output row: the windows over input rows r0 and r1 (= r0 + W), whose
+ * first element sits at plane offset base. Branch-free (after a ReLU the
+ * comparisons are coin flips, and mispredictions cost more than the
+ * arithmetic); always inlined with the width as a literal, so it vectorises. */
+static inline __attribute__((always_inline)) void
+pool_row(float *restrict yr, int32_t *restrict ar, const float *restrict r0, int32_t base, int W,
+         int OW)
+{
+    const float *restrict r1 = r0 + W;
+    for (int j = 0; j < OW; j++) {
+        const float v0 = r0[2 * j], v1 = r0[2 * j + 1], v2 = r1[2 * j], v3 = r1[2 * j + 1];
+        const int32_t o = base + 2 * j;
+        float best = v0;
+        int32_t at = o;
+        int take = (v1 > best) | (v1 != v1);
+        best = take ? v1 : best;
+        at = take ? o + 1 : at;
+        take = (v2 > best) | (v2 != v2);
+        best = take ? v2 : best;
+        at = take ? o + W : at;
+        take = (v3 > best) | (v3 != v3);
+        best = take ? v3 : best;
+        at = take ? o + W + 1 : at;
+        yr[j] = best;
+        ar[j] = at;
+    }
+}
+
+void maxpool2_forward(float *y, int32_t *arg, const float *x, int n, int C, int H, int W)
 {
     const int OH = H / 2, OW = W / 2;
     for (size_t plane = 0; plane < (size_t)n * C; plane++)
         for (int i = 0; i < OH; i++) {
-            const float *r0 = x + (plane * H + 2 * i) * W, *r1 = r0 + W;
+            const float *r0 = x + (plane * H + 2 * i) * W;
             float *yr = y + (plane * OH + i) * OW;
-            uint8_t *ar = arg + (plane * OH + i) * OW;
-            /* Branch-free (after a ReLU the comparisons are coin flips, and
-             * mispredictions cost more than the arithmetic), and vectorisable. */
-            for (int j = 0; j < OW; j++) {
-                const float v0 = r0[2 * j], v1 = r0[2 * j + 1], v2 = r1[2 * j], v3 = r1[2 * j + 1];
-                float best = v0;
-                int win = 0, take;
-                take = (v1 > best) | (v1 != v1);
-                best = take ? v1 : best;
-                win = take ? 1 : win;
-                take = (v2 > best) | (v2 != v2);
-                best = take ? v2 : best;
-                win = take ? 2 : win;
-                take = (v3 > best) | (v3 != v3);
-                best = take ? v3 : best;
-                win = take ? 3 : win;
-                yr[j] = best;
-                ar[j] = (uint8_t)win;
-            }
+            int32_t *ar = arg + (plane * OH + i) * OW;
+            const int32_t base = 2 * i * W;
+            if (W == 24)
+                pool_row(yr, ar, r0, base, 24, 12);
+            else if (W == 8)
+                pool_row(yr, ar, r0, base, 8, 4);
+            else
+                pool_row(yr, ar, r0, base, W, OW);
         }
 }
 
-void maxpool2_backward(float *dx, const float *dy, const uint8_t *arg, int n, int C, int H,
+void maxpool2_backward(float *dx, const float *dy, const int32_t *arg, int n, int C, int H,
                        int W)
 {
-    const int OH = H / 2, OW = W / 2;
+    const size_t out = (size_t)(H / 2) * (W / 2);
     for (size_t plane = 0; plane < (size_t)n * C; plane++) {
         float *dxp = dx + plane * H * W;
-        const float *dyp = dy + plane * OH * OW;
-        const uint8_t *ap = arg + plane * OH * OW;
-        for (int i = 0; i < OH; i++)
-            for (int j = 0; j < OW; j++) {
-                const int k = ap[i * OW + j];
-                dxp[(size_t)(2 * i + (k >> 1)) * W + 2 * j + (k & 1)] += dyp[i * OW + j];
-            }
+        for (size_t k = 0; k < out; k++)
+            dxp[arg[plane * out + k]] += dy[plane * out + k];
     }
 }
 

@@ -82,7 +82,7 @@ Workspace *workspace_create(int max_n)
     size_t fwd = n * (S_X + 2 * S_C1 + S_P1 + 2 * S_C2 + S_P2 + 2 * S_F1 + 2 * S_F2 + 2 * S_OUT);
     size_t bwd = n * (2 * S_C1 + S_P1 + 2 * S_C2 + S_P2 + 2 * S_F1 + 2 * S_F2 + S_OUT);
     ws->mem = XCALLOC(float, fwd + bwd + col1 + col2 + tmp);
-    ws->mem8 = XCALLOC(uint8_t, n * (S_P1 + S_P2));
+    ws->mem32 = XCALLOC(int32_t, n * (S_P1 + S_P2));
     float *p = ws->mem;
 #define TAKE(field, count) (ws->field = p, p += (count))
     TAKE(x, n * S_X);
@@ -115,8 +115,8 @@ Workspace *workspace_create(int max_n)
     TAKE(col2, col2);
     TAKE(tmp, tmp);
 #undef TAKE
-    ws->arg1 = ws->mem8;
-    ws->arg2 = ws->mem8 + n * S_P1;
+    ws->arg1 = ws->mem32;
+    ws->arg2 = ws->mem32 + n * S_P1;
     return ws;
 }
 
@@ -125,31 +125,46 @@ void workspace_free(Workspace *ws)
     if (!ws)
         return;
     free(ws->mem);
-    free(ws->mem8);
+    free(ws->mem32);
     free(ws);
 }
 
 #define W(t) (params + model_tensors[t].offset)
 #define G(t) (grads + model_tensors[t].offset)
 
+/* Per-sample column buffers of the two convolutions. */
+#define COL1 (25 * 24 * 24)
+#define COL2 (150 * 8 * 8)
+
+/* The convolutional part runs sample by sample: conv, ReLU and pool of one
+ * sample follow each other while its activations are still in cache (a whole
+ * micro-batch of them would not fit). The fully connected part runs on the
+ * whole micro-batch, where wider products pay. Either way each sample's
+ * arithmetic is the same, so the bits do not depend on the grouping. */
 double model_forward(Workspace *ws, const float *params, const uint8_t *images,
                      const uint8_t *labels, int n, int *correct)
 {
     if (n > ws->max_n)
         DIE("micro-batch of %d exceeds the workspace (%d)", n, ws->max_n);
-    /* The tutorial's ToTensor: float(pixel) / 255, a division as PyTorch does it. */
-    for (size_t i = 0; i < (size_t)n * S_X; i++)
-        ws->x[i] = (float)images[i] / 255.0f;
+    for (int s = 0; s < n; s++) {
+        float *x = ws->x + (size_t)s * S_X;
+        /* The tutorial's ToTensor: float(pixel) / 255, a division as PyTorch does it. */
+        for (int i = 0; i < S_X; i++)
+            x[i] = (float)images[(size_t)s * S_X + i] / 255.0f;
+        float *c1 = ws->c1 + (size_t)s * S_C1, *r1 = ws->r1 + (size_t)s * S_C1;
+        float *p1 = ws->p1 + (size_t)s * S_P1;
+        conv2d_forward(c1, ws->col1 + (size_t)s * COL1, ws->tmp, x, W(T_CONV1_W),
+                       W(T_CONV1_B), 1, 1, 28, 28, 6, 5);
+        relu_forward(r1, c1, S_C1);
+        maxpool2_forward(p1, ws->arg1 + (size_t)s * S_P1, r1, 1, 6, 24, 24);
 
-    conv2d_forward(ws->c1, ws->col1, ws->tmp, ws->x, W(T_CONV1_W), W(T_CONV1_B), n, 1, 28, 28,
-                   6, 5);
-    relu_forward(ws->r1, ws->c1, (size_t)n * S_C1);
-    maxpool2_forward(ws->p1, ws->arg1, ws->r1, n, 6, 24, 24);
-
-    conv2d_forward(ws->c2, ws->col2, ws->tmp, ws->p1, W(T_CONV2_W), W(T_CONV2_B), n, 6, 12,
-                   12, 12, 5);
-    relu_forward(ws->r2, ws->c2, (size_t)n * S_C2);
-    maxpool2_forward(ws->p2, ws->arg2, ws->r2, n, 12, 8, 8);
+        float *c2 = ws->c2 + (size_t)s * S_C2, *r2 = ws->r2 + (size_t)s * S_C2;
+        conv2d_forward(c2, ws->col2 + (size_t)s * COL2, ws->tmp, p1, W(T_CONV2_W),
+                       W(T_CONV2_B), 1, 6, 12, 12, 12, 5);
+        relu_forward(r2, c2, S_C2);
+        maxpool2_forward(ws->p2 + (size_t)s * S_P2, ws->arg2 + (size_t)s * S_P2, r2, 1, 12, 8,
+                         8);
+    }
 
     /* p2 [n,12,4,4] is already the flattened [n,192], in PyTorch's order. */
     linear_forward(ws->f1, ws->p2, W(T_FC1_W), W(T_FC1_B), n, S_P2, S_F1);
@@ -177,14 +192,18 @@ void model_backward(float *grads, Workspace *ws, const float *params, const uint
     linear_backward(ws->dp2, G(T_FC1_W), G(T_FC1_B), ws->df1, ws->p2, W(T_FC1_W), n, S_P2,
                     S_F1);
 
-    maxpool2_backward(ws->dr2, ws->dp2, ws->arg2, n, 12, 8, 8);
-    relu_backward(ws->dc2, ws->dr2, ws->r2, (size_t)n * S_C2);
-    conv2d_backward(ws->dp1, G(T_CONV2_W), G(T_CONV2_B), ws->tmp, ws->dc2, ws->col2,
-                    W(T_CONV2_W), n, 6, 12, 12, 12, 5);
+    for (int s = 0; s < n; s++) {
+        const size_t o2 = (size_t)s * S_C2, o1 = (size_t)s * S_C1, q1 = (size_t)s * S_P1;
+        maxpool2_backward(ws->dr2 + o2, ws->dp2 + (size_t)s * S_P2, ws->arg2 + (size_t)s * S_P2,
+                          1, 12, 8, 8);
+        relu_backward(ws->dc2 + o2, ws->dr2 + o2, ws->r2 + o2, S_C2);
+        conv2d_backward(ws->dp1 + q1, G(T_CONV2_W), G(T_CONV2_B), ws->tmp, ws->dc2 + o2,
+                        ws->col2 + (size_t)s * COL2, W(T_CONV2_W), 1, 6, 12, 12, 12, 5);
 
-    maxpool2_backward(ws->dr1, ws->dp1, ws->arg1, n, 6, 24, 24);
-    relu_backward(ws->dc1, ws->dr1, ws->r1, (size_t)n * S_C1);
-    /* conv1's input is the image: no gradient wanted, dx = NULL. */
-    conv2d_backward(NULL, G(T_CONV1_W), G(T_CONV1_B), ws->tmp, ws->dc1, ws->col1,
-                    W(T_CONV1_W), n, 1, 28, 28, 6, 5);
+        maxpool2_backward(ws->dr1 + o1, ws->dp1 + q1, ws->arg1 + q1, 1, 6, 24, 24);
+        relu_backward(ws->dc1 + o1, ws->dr1 + o1, ws->r1 + o1, S_C1);
+        /* conv1's input is the image: no gradient wanted, dx = NULL. */
+        conv2d_backward(NULL, G(T_CONV1_W), G(T_CONV1_B), ws->tmp, ws->dc1 + o1,
+                        ws->col1 + (size_t)s * COL1, W(T_CONV1_W), 1, 1, 28, 28, 6, 5);
+    }
 }

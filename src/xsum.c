@@ -1,22 +1,28 @@
 #include "config.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "dpcnn/xsum.h"
 
-/* NaN and Inf make v * 0 a NaN; the sum of those products is the test. */
+/* The magnitude's bits, as an unsigned integer, order like the magnitudes,
+ * and Inf and NaN have the largest (all exponent bits set): one integer max,
+ * which vectorises, finds both the largest |v| and any non-finite value. */
 int xsum_exponent_f32(const float *v, size_t n)
 {
-    float m = 0.0f, poison = 0.0f;
+    uint32_t top = 0;
     for (size_t i = 0; i < n; i++) {
-        float a = fabsf(v[i]);
-        m = a > m ? a : m;
-        poison += v[i] * 0.0f;
+        uint32_t b;
+        memcpy(&b, &v[i], sizeof b);
+        b &= UINT32_C(0x7fffffff);
+        top = b > top ? b : top;
     }
-    if (poison != 0.0f || isnan(poison))
+    if (top >= UINT32_C(0x7f800000))
         return XSUM_NONFINITE;
-    if (m == 0.0f)
+    if (top == 0)
         return XSUM_ZERO;
+    float m;
+    memcpy(&m, &top, sizeof m);
     int e;
     frexpf(m, &e); /* m = f 2^e, 0.5 <= f < 1, so every |v| <= m < 2^e */
     return e;
@@ -24,16 +30,19 @@ int xsum_exponent_f32(const float *v, size_t n)
 
 int xsum_exponent_f64(const double *v, size_t n)
 {
-    double m = 0.0, poison = 0.0;
+    uint64_t top = 0;
     for (size_t i = 0; i < n; i++) {
-        double a = fabs(v[i]);
-        m = a > m ? a : m;
-        poison += v[i] * 0.0;
+        uint64_t b;
+        memcpy(&b, &v[i], sizeof b);
+        b &= UINT64_C(0x7fffffffffffffff);
+        top = b > top ? b : top;
     }
-    if (poison != 0.0 || isnan(poison))
+    if (top >= UINT64_C(0x7ff0000000000000))
         return XSUM_NONFINITE;
-    if (m == 0.0)
+    if (top == 0)
         return XSUM_ZERO;
+    double m;
+    memcpy(&m, &top, sizeof m);
     int e;
     frexp(m, &e);
     return e;

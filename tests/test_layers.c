@@ -170,7 +170,7 @@ static void test_maxpool(void **state)
     pool_loss(&p);
 
     float *xf = to_float(p.x, nx), *dyf = to_float(p.dy, ny), *yf = calloc(ny, sizeof(float));
-    uint8_t *arg = calloc(ny, 1);
+    int32_t *arg = calloc(ny, sizeof(int32_t));
     maxpool2_forward(yf, arg, xf, p.n, p.C, p.H, p.W);
     check_close("fast forward y (exact)", yf, p.y, ny, 0, 0);
     float *dxf = calloc(nx, sizeof(float));
@@ -180,7 +180,8 @@ static void test_maxpool(void **state)
     free(p.x); free(p.y); free(p.dy);
 }
 
-/* Ties go to the first element in row-major order, as in PyTorch; NaN wins. */
+/* Ties go to the first element in row-major order, as in PyTorch; NaN wins.
+ * The winner is recorded as its offset in the 4x4 plane. */
 static void test_maxpool_ties(void **state)
 {
     (void)state;
@@ -189,12 +190,12 @@ static void test_maxpool_ties(void **state)
                          3, 1, NAN, 5, /* window 2: 3 at (0,0) and (1,1) -> 0 */
                          0, 3, 4, 4}; /* window 3: NaN at (0,0) -> 0 */
     float y[4];
-    uint8_t arg[4];
+    int32_t arg[4];
     maxpool2_forward(y, arg, x, 1, 1, 4, 4);
-    assert_int_equal(arg[0], 0);
-    assert_int_equal(arg[1], 1);
-    assert_int_equal(arg[2], 0);
-    assert_int_equal(arg[3], 0);
+    assert_int_equal(arg[0], 0);  /* window (0,0): first of four zeros */
+    assert_int_equal(arg[1], 3);  /* window (0,1): first of three 2s, at row 0 col 3 */
+    assert_int_equal(arg[2], 8);  /* window (1,0): first 3, at row 2 col 0 */
+    assert_int_equal(arg[3], 10); /* window (1,1): the NaN at row 2 col 2 */
     assert_true(isnan(y[3]));
     float dx[16] = {0}, dy[4] = {1, 2, 3, 4};
     maxpool2_backward(dx, dy, arg, 1, 1, 4, 4);

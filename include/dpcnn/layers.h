@@ -18,8 +18,8 @@
 /* ---- Convolution, stride 1, no padding (conv2d.c) ----
  * x [n,C,H,W], w [F,C,K,K], b [F] -> y [n,F,OH,OW], OH = H-K+1, OW = W-K+1
  *   y[n,f,i,j] = b[f] + sum_{c,p,q} w[f,c,p,q] x[n,c,i+p,j+q]
- * Computed as one matrix product per call: the input is unrolled (im2col)
- * into col [C*K*K, n*OH*OW], then Y [F, n*OH*OW] = W [F, C*K*K] . col.
+ * Computed as one matrix product per sample: the input is unrolled (im2col)
+ * into col [n, C*K*K, OH*OW], then y_s [F, OH*OW] = W [F, C*K*K] . col_s.
  * col is kept for the backward pass; tmp is scratch of conv2d_tmp_floats(). */
 size_t conv2d_col_floats(int n, int C, int H, int W, int K);
 size_t conv2d_tmp_floats(int n, int C, int H, int W, int F, int K);
@@ -38,11 +38,11 @@ void conv2d_backward_ref(double *dx, double *dw, double *db, const double *dy,
 
 /* ---- Max-pool 2x2, stride 2 (maxpool.c) ----
  * x [n,C,H,W] -> y [n,C,H/2,W/2], y = max over each 2x2 window;
- * arg [n,C,H/2,W/2] keeps which of the four won (0..3, row-major), the first
+ * arg [n,C,H/2,W/2] keeps where the winner is (its offset in the plane), the first
  * in scan order on ties, as PyTorch does, so the gradient goes where PyTorch
  * sends it.  Backward: dx[winner] += dy. */
-void maxpool2_forward(float *y, uint8_t *arg, const float *x, int n, int C, int H, int W);
-void maxpool2_backward(float *dx, const float *dy, const uint8_t *arg, int n, int C, int H,
+void maxpool2_forward(float *y, int32_t *arg, const float *x, int n, int C, int H, int W);
+void maxpool2_backward(float *dx, const float *dy, const int32_t *arg, int n, int C, int H,
                        int W);
 void maxpool2_forward_ref(double *y, const double *x, int n, int C, int H, int W);
 void maxpool2_backward_ref(double *dx, const double *dy, const double *x, int n, int C,

@@ -52,14 +52,14 @@ typedef struct {
     float *col2, *c2, *r2, *p2;
     float *f1, *g1, *f2, *g2;   /* fc pre- and post-ReLU */
     float *logits, *probs;
-    uint8_t *arg1, *arg2;       /* pool winners */
+    int32_t *arg1, *arg2;       /* pool winners: offsets in the input plane */
     /* gradients of the activations, same shapes */
     float *dc1, *dr1, *dp1, *dc2, *dr2, *dp2, *df1, *dg1, *df2, *dg2, *dlogits;
     float *tmp;                 /* convolution scratch */
     float *act_grads;           /* dc1 ... dlogits, contiguous, zeroed per pass */
     size_t act_grads_count;
     float *mem;
-    uint8_t *mem8;
+    int32_t *mem32;
 } Workspace;
 
 Workspace *workspace_create(int max_n);
