@@ -169,6 +169,15 @@ void dist_sum_int64(Dist *d, int64_t *v, size_t n)
     }
 }
 
+void dist_sum_float(Dist *d, float *v, size_t n)
+{
+    const size_t slice = (size_t)1 << 28;
+    for (size_t off = 0; off < n; off += slice) {
+        int cnt = (int)(n - off < slice ? n - off : slice);
+        MPI_CHECK(d, MPI_Allreduce(MPI_IN_PLACE, v + off, cnt, MPI_FLOAT, MPI_SUM, d->comm));
+    }
+}
+
 void dist_bcast(Dist *d, void *buf, size_t bytes, int root)
 {
     MPI_CHECK(d, MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, d->comm));

@@ -66,6 +66,19 @@ void msg_error(const char *fmt, ...)
     fflush(stderr);
 }
 
+void msg_job_error(const char *fmt, ...)
+{
+    if (g_rank != 0)
+        return;
+    va_list ap;
+    fputs("dpcnn: error: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+}
+
 int err_set(const char *fmt, ...)
 {
     va_list ap;

@@ -10,6 +10,7 @@
 #include "dpcnn/error.h"
 #include "dpcnn/fsutil.h"
 #include "dpcnn/options.h"
+#include "dpcnn/step.h"
 
 void options_usage(FILE *f)
 {
@@ -38,6 +39,10 @@ void options_usage(FILE *f)
         "                      the node's cores)\n"
         "  --check-every N     compare replicas across ranks every N steps (default 100;\n"
         "                      0: at epoch ends only)\n"
+        "  --reduction MODE    exact (default): gradients summed in int64 fixed point,\n"
+        "                      the same bits at any rank count; float: one float32\n"
+        "                      allreduce, cheaper on very many ranks, bits then depend\n"
+        "                      on the rank count\n"
         "  -h, --help          this text\n"
         "  -V, --version       the version\n"
         "\n"
@@ -86,7 +91,7 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
 {
     enum {
         O_EPOCHS = 256, O_BATCH, O_MICRO, O_LR, O_SEED, O_DATA, O_NO_SHUFFLE, O_CKPT, O_INIT,
-        O_THREADS, O_LIMIT, O_TEST_LIMIT, O_CHECK_EVERY,
+        O_THREADS, O_LIMIT, O_TEST_LIMIT, O_CHECK_EVERY, O_REDUCTION,
     };
     static const struct option opts[] = {
         {"epochs", required_argument, 0, O_EPOCHS},
@@ -102,6 +107,7 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
         {"limit", required_argument, 0, O_LIMIT},
         {"test-limit", required_argument, 0, O_TEST_LIMIT},
         {"check-every", required_argument, 0, O_CHECK_EVERY},
+        {"reduction", required_argument, 0, O_REDUCTION},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
@@ -181,6 +187,15 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
                 return usage_error(speak, "%s: expected a whole number >= 0, got '%s'",
                                    "--check-every", optarg);
             cfg->check_every = (int)v;
+            break;
+        case O_REDUCTION:
+            if (strcmp(optarg, "exact") == 0)
+                cfg->reduction = REDUCE_EXACT;
+            else if (strcmp(optarg, "float") == 0)
+                cfg->reduction = REDUCE_FLOAT;
+            else
+                return usage_error(speak, "%s: expected exact or float, got '%s'", "--reduction",
+                                   optarg);
             break;
         case 'h':
             if (speak)

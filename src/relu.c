@@ -1,4 +1,6 @@
-/* ReLU. The backward pass masks by the output, y > 0, as PyTorch's
+/* ReLU. Written x < 0 ? 0 : x so that a NaN passes through, as in PyTorch
+ * (a NaN must reach the loss, where the trainer stops on it, not vanish into
+ * a zero). The backward pass masks by the output, y > 0, as PyTorch's
  * threshold_backward does; for y = max(0, x) that is the same set as x > 0,
  * and it lets the forward pass run in place. */
 #include "config.h"
@@ -8,7 +10,7 @@
 void relu_forward(float *y, const float *x, size_t count)
 {
     for (size_t i = 0; i < count; i++)
-        y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        y[i] = x[i] < 0.0f ? 0.0f : x[i];
 }
 
 void relu_backward(float *dx, const float *dy, const float *y, size_t count)
@@ -22,7 +24,7 @@ void relu_backward(float *dx, const float *dy, const float *y, size_t count)
 void relu_forward_ref(double *y, const double *x, size_t count)
 {
     for (size_t i = 0; i < count; i++)
-        y[i] = x[i] > 0.0 ? x[i] : 0.0;
+        y[i] = x[i] < 0.0 ? 0.0 : x[i];
 }
 
 void relu_backward_ref(double *dx, const double *dy, const double *y, size_t count)

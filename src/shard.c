@@ -95,9 +95,9 @@ void exchange_init(Exchange *x, const Schedule *s, int rank)
     const int P = s->ranks;
     size_t mine = sched_rank_samples(s, rank);
     size_t held = part_first(s->n, P, rank + 1) - part_first(s->n, P, rank);
-    x->shard.count = mine;
-    x->shard.images = XCALLOC(uint8_t, mine * MODEL_IMAGE_PIXELS);
-    x->shard.labels = XCALLOC(uint8_t, mine);
+    x->count = mine;
+    x->sample = XCALLOC(const uint8_t *, mine);
+    x->label = XCALLOC(uint8_t, mine);
     x->positions = XCALLOC(size_t, mine);
     size_t k = 0, steps = sched_steps(s);
     for (size_t st = 0; st < steps; st++) {
@@ -125,8 +125,8 @@ void exchange_init(Exchange *x, const Schedule *s, int rank)
 
 void exchange_free(Exchange *x)
 {
-    free(x->shard.images);
-    free(x->shard.labels);
+    free(x->sample);
+    free(x->label);
     free(x->positions);
     free(x->sendbuf);
     free(x->recvbuf);
@@ -138,20 +138,16 @@ void exchange_free(Exchange *x)
     memset(x, 0, sizeof *x);
 }
 
-static void copy_sample(Block *dst, size_t k, const Block *src, size_t i)
-{
-    memcpy(dst->images + k * MODEL_IMAGE_PIXELS,
-           src->images + (i - src->first) * MODEL_IMAGE_PIXELS, MODEL_IMAGE_PIXELS);
-    dst->labels[k] = src->labels[i - src->first];
-}
-
 void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d)
 {
     const Schedule *s = &x->sched;
     const int P = s->ranks, me = x->rank;
-    if (P == 1) {
-        for (size_t k = 0; k < x->shard.count; k++)
-            copy_sample(&x->shard, k, mine, perm[x->positions[k]]);
+    if (P == 1) { /* everything is here already: train straight from the block */
+        for (size_t k = 0; k < x->count; k++) {
+            size_t i = perm[x->positions[k]] - mine->first;
+            x->sample[k] = mine->images + i * MODEL_IMAGE_PIXELS;
+            x->label[k] = mine->labels[i];
+        }
         return;
     }
     /* Every rank knows perm, so each can list, in epoch order, what it must
@@ -163,7 +159,7 @@ void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d)
         if (src == me)
             x->scount[rank_of_position(s, pos)]++;
     }
-    for (size_t k = 0; k < x->shard.count; k++)
+    for (size_t k = 0; k < x->count; k++)
         x->rcount[part_owner(s->n, P, perm[x->positions[k]])]++;
     for (int r = 1; r < P; r++) {
         x->sdispl[r] = x->sdispl[r - 1] + x->scount[r - 1];
@@ -182,10 +178,10 @@ void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d)
     /* Senders packed in epoch order, so each source's records arrive in the
      * order this rank needs them: walk the positions, taking the next from each. */
     memcpy(x->cursor, x->rdispl, sizeof(int) * P);
-    for (size_t k = 0; k < x->shard.count; k++) {
+    for (size_t k = 0; k < x->count; k++) {
         int src = part_owner(s->n, P, perm[x->positions[k]]);
         const uint8_t *rec = x->recvbuf + (size_t)x->cursor[src]++ * REC;
-        memcpy(x->shard.images + k * MODEL_IMAGE_PIXELS, rec, MODEL_IMAGE_PIXELS);
-        x->shard.labels[k] = rec[MODEL_IMAGE_PIXELS];
+        x->sample[k] = rec;
+        x->label[k] = rec[MODEL_IMAGE_PIXELS];
     }
 }

@@ -36,9 +36,12 @@ static int thread_id(void)
 #endif
 }
 
-Stepper *stepper_create(int micro_batch, int max_slots, int threads, size_t max_chunks)
+Stepper *stepper_create(int micro_batch, int max_slots, int threads, size_t max_chunks,
+                        int reduction)
 {
     Stepper *st = XCALLOC(Stepper, 1);
+    st->reduction = reduction;
+    st->fsum = XCALLOC(float, NPARAM + 4);
     st->micro_batch = micro_batch;
     st->max_slots = max_slots < 1 ? 1 : max_slots;
     st->threads = threads < 1 ? 1 : threads;
@@ -53,6 +56,7 @@ Stepper *stepper_create(int micro_batch, int max_slots, int threads, size_t max_
     st->acc = XCALLOC(int64_t, NPARAM + 2);
     st->chunk_loss = XCALLOC(double, max_chunks + 1);
     st->confusion = XCALLOC(int64_t, (size_t)st->threads * NCONF);
+    st->stage = XCALLOC(uint8_t, (size_t)st->threads * micro_batch * MODEL_IMAGE_PIXELS);
     return st;
 }
 
@@ -70,42 +74,20 @@ void stepper_free(Stepper *st)
     free(st->acc);
     free(st->chunk_loss);
     free(st->confusion);
+    free(st->stage);
+    free(st->fsum);
     free(st);
 }
 
 /* Control integers agreed by MPI_MAX: the exponents first (tensors, loss). */
 enum { CTL_LOSS = NT, CTL_BAD_RANK, CTL_STOP, CTL_COUNT };
 
-int stepper_gradient(Stepper *st, Dist *d, float *grads, StepSums *sums, const float *params,
-                     const uint8_t *images, const uint8_t *labels, const int *sizes, int nmicro,
-                     int nmicro_total, int batch_total)
+/* The exact combination: agree on a fixed-point grid per tensor (one MPI_MAX
+ * over a few integers), round every slot onto it and add the integers (one
+ * MPI_SUM over int64). Exact, so the same for any split over ranks and threads. */
+static int reduce_exact(Stepper *st, Dist *d, float *grads, StepSums *sums, int nmicro,
+                        int nmicro_total)
 {
-    if (nmicro > st->max_slots)
-        DIE("%d micro-batches exceed the %d slots", nmicro, st->max_slots);
-    const float scale = 1.0f / (float)batch_total;
-    int offset[nmicro > 0 ? nmicro : 1];
-    for (int k = 0, off = 0; k < nmicro; k++) {
-        offset[k] = off;
-        off += sizes[k];
-    }
-
-#pragma omp parallel for num_threads(st->threads) schedule(static)
-    for (int k = 0; k < nmicro; k++) {
-        Workspace *ws = st->ws[thread_id()];
-        float *g = st->slot_grads + (size_t)k * NPARAM;
-        const uint8_t *img = images + (size_t)offset[k] * MODEL_IMAGE_PIXELS;
-        const uint8_t *lab = labels + offset[k];
-        int correct = 0;
-        memset(g, 0, sizeof(float) * NPARAM);
-        st->slot_loss[k] = model_forward(ws, params, img, lab, sizes[k], &correct);
-        model_backward(g, ws, params, lab, sizes[k], scale);
-        st->slot_correct[k] = correct;
-        int *e = st->slot_exp + (size_t)k * (NT + 1);
-        for (int t = 0; t < NT; t++)
-            e[t] = xsum_exponent_f32(g + model_tensors[t].offset, model_tensors[t].count);
-        e[NT] = xsum_exponent_f64(&st->slot_loss[k], 1);
-    }
-
     int ctl[CTL_COUNT];
     for (int i = 0; i <= NT; i++)
         ctl[i] = XSUM_ZERO;
@@ -147,6 +129,86 @@ int stepper_gradient(Stepper *st, Dist *d, float *grads, StepSums *sums, const f
     sums->loss_sum = xsum_get_f64(acc[NPARAM], shift[NT]);
     sums->correct = acc[NPARAM + 1];
     return 0;
+}
+
+/* The plain combination, for when the exact one costs too much (very many
+ * ranks): each rank adds its slots in float, in slot order, and one float32
+ * MPI_SUM adds the ranks'. Same bits run to run at a given rank count, but
+ * not across rank counts. Loss, correct count and the flags ride along. */
+static int reduce_float(Stepper *st, Dist *d, float *grads, StepSums *sums, int nmicro)
+{
+    float *f = st->fsum;
+    memset(f, 0, sizeof(float) * (NPARAM + 4));
+    int bad = 0;
+    for (int k = 0; k < nmicro; k++) {
+        const float *g = st->slot_grads + (size_t)k * NPARAM;
+        for (size_t i = 0; i < NPARAM; i++)
+            f[i] += g[i];
+        f[NPARAM] += (float)st->slot_loss[k];
+        f[NPARAM + 1] += (float)st->slot_correct[k];
+        for (int i = 0; i <= NT; i++)
+            bad |= st->slot_exp[(size_t)k * (NT + 1) + i] == XSUM_NONFINITE;
+    }
+    f[NPARAM + 2] = (float)sums->stop;
+    f[NPARAM + 3] = (float)bad;
+    dist_sum_float(d, f, NPARAM + 4);
+    sums->stop = f[NPARAM + 2] > 0.0f;
+    sums->loss_bad = !isfinite(f[NPARAM]);
+    sums->bad_rank = f[NPARAM + 3] > 0.0f ? STEP_SOME_RANK : -1;
+    if (sums->bad_rank >= 0)
+        return -1;
+    memcpy(grads, f, sizeof(float) * NPARAM);
+    sums->loss_sum = f[NPARAM];
+    sums->correct = (int64_t)f[NPARAM + 1];
+    return 0;
+}
+
+int stepper_gradient(Stepper *st, Dist *d, float *grads, StepSums *sums, const float *params,
+                     const uint8_t *const *images, const uint8_t *labels, const int *sizes,
+                     int nmicro, int nmicro_total, int batch_total)
+{
+    if (nmicro > st->max_slots)
+        DIE("%d micro-batches exceed the %d slots", nmicro, st->max_slots);
+    const float scale = 1.0f / (float)batch_total;
+    int offset[nmicro > 0 ? nmicro : 1];
+    for (int k = 0, off = 0; k < nmicro; k++) {
+        offset[k] = off;
+        off += sizes[k];
+    }
+
+#pragma omp parallel for num_threads(st->threads) schedule(static)
+    for (int k = 0; k < nmicro; k++) {
+        const int tid = thread_id();
+        Workspace *ws = st->ws[tid];
+        float *g = st->slot_grads + (size_t)k * NPARAM;
+        /* gather the micro-batch's images (they may lie anywhere) into one array */
+        uint8_t *img = st->stage + (size_t)tid * st->micro_batch * MODEL_IMAGE_PIXELS;
+        for (int i = 0; i < sizes[k]; i++)
+            memcpy(img + (size_t)i * MODEL_IMAGE_PIXELS, images[offset[k] + i], MODEL_IMAGE_PIXELS);
+        const uint8_t *lab = labels + offset[k];
+        int correct = 0;
+        memset(g, 0, sizeof(float) * NPARAM);
+        st->slot_loss[k] = model_forward(ws, params, img, lab, sizes[k], &correct);
+        model_backward(g, ws, params, lab, sizes[k], scale);
+        st->slot_correct[k] = correct;
+        int *e = st->slot_exp + (size_t)k * (NT + 1);
+        for (int t = 0; t < NT; t++)
+            e[t] = xsum_exponent_f32(g + model_tensors[t].offset, model_tensors[t].count);
+        e[NT] = xsum_exponent_f64(&st->slot_loss[k], 1);
+    }
+
+    return stepper_reduce(st, d, grads, sums, nmicro, nmicro_total);
+}
+
+int stepper_reduce(Stepper *st, Dist *d, float *grads, StepSums *sums, int nmicro,
+                   int nmicro_total)
+{
+    const double t0 = dist_wtime();
+    int rc = st->reduction == REDUCE_FLOAT
+                 ? reduce_float(st, d, grads, sums, nmicro)
+                 : reduce_exact(st, d, grads, sums, nmicro, nmicro_total);
+    st->reduce_seconds += dist_wtime() - t0;
+    return rc;
 }
 
 void stepper_evaluate(Stepper *st, Dist *d, EvalResult *r, const float *params,

@@ -188,7 +188,7 @@ static void alloc_state(Trainer *t)
     t->grads = XCALLOC(float, NPARAM);
     t->perm = XCALLOC(uint32_t, t->sched.n);
     t->stepper = stepper_create(t->cfg.micro_batch, sched_max_rank_micros(&t->sched),
-                                t->threads, t->test_chunks);
+                                t->threads, t->test_chunks, t->cfg.reduction);
     exchange_init(&t->xch, &t->sched, t->rank);
 }
 
@@ -248,23 +248,23 @@ static int check_replicas(Trainer *t, const char *when)
     for (int r = 0; r < t->size && bad < 0; r++)
         if (all[r] != all[0])
             bad = r;
-    if (bad >= 0 && t->rank == 0) {
+    if (bad >= 0) {
         char list[512] = "";
         for (int r = 0; r < t->size; r++)
             if (all[r] != all[0])
                 snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d",
                          list[0] ? "," : "", r);
-        msg_error("replicas have drifted apart %s (step %" PRId64 "): the parameters or "
-                  "optimizer state of rank(s) %s differ from rank 0's; stopping",
-                  when, t->step, list);
+        msg_job_error("replicas have drifted apart %s (step %" PRId64 "): the parameters or "
+                      "optimizer state of rank(s) %s differ from rank 0's; stopping",
+                      when, t->step, list);
     }
     free(all);
     return bad >= 0 ? -1 : 0;
 }
 
 /* One step of the epoch: this rank's micro-batches, the exact gradient, Adam. */
-static int train_step(Trainer *t, size_t st, const uint8_t *images, const uint8_t *labels,
-                      StepSums *sums)
+static int train_step(Trainer *t, size_t st, const uint8_t *const *images,
+                      const uint8_t *labels, StepSums *sums)
 {
     const Schedule *s = &t->sched;
     int f, l;
@@ -276,10 +276,14 @@ static int train_step(Trainer *t, size_t st, const uint8_t *images, const uint8_
         t->params[0] = NAN;
     if (stepper_gradient(t->stepper, t->dist, t->grads, sums, t->params, images, labels, sizes,
                          l - f, sched_micro_count(s, st), sched_step_size(s, st)) < 0)
-        return err_set("non-finite %s at step %" PRId64 " (epoch step %zu, seen on rank %d); "
+    {
+        char where[64] = "some rank";
+        if (sums->bad_rank != STEP_SOME_RANK)
+            snprintf(where, sizeof where, "rank %d", sums->bad_rank);
+        return err_set("non-finite %s at step %" PRId64 " (epoch step %zu, seen on %s); "
                        "stopped before any weight was updated with it (a smaller --lr may help)",
-                       sums->loss_bad ? "loss" : "gradient", t->step + 1, st + 1,
-                       sums->bad_rank);
+                       sums->loss_bad ? "loss" : "gradient", t->step + 1, st + 1, where);
+    }
     t->step++;
     AdamConfig ac = {t->cfg.lr, t->cfg.beta1, t->cfg.beta2, t->cfg.eps};
     adam_step(t->params, t->adam_m, t->adam_v, t->grads, NPARAM, &ac, t->step);
@@ -343,11 +347,13 @@ static void record_epoch(Trainer *t, int epoch, double train_loss_sum, int64_t t
     if (t->metrics) {
         fprintf(t->metrics,
                 "{\"type\":\"epoch\",\"epoch\":%d,\"train_loss\":%.17g,\"train_correct\":%" PRId64
-                ",\"test_loss\":%.17g,\"test_correct\":%" PRId64 ",\"test_accuracy\":%.17g,"
+                ",\"train_samples\":%zu,\"test_loss\":%.17g,\"test_correct\":%" PRId64
+                ",\"test_samples\":%" PRId64 ",\"test_accuracy\":%.17g,"
                 "\"seconds\":%.6f,\"samples_per_second\":%.3f,\"eval_seconds\":%.6f,"
-                "\"shard_seconds\":%.6f,\"ranks\":%d}\n",
-                epoch, train_loss, train_correct, test_loss, ev->correct, acc, seconds, sps,
-                eval_seconds, t->shard_seconds, t->size);
+                "\"shard_seconds\":%.6f,\"reduce_seconds\":%.6f,\"ranks\":%d}\n",
+                epoch, train_loss, train_correct, n, test_loss, ev->correct, ev->count, acc, seconds, sps,
+                eval_seconds, t->shard_seconds, t->stepper->reduce_seconds, t->size);
+        t->stepper->reduce_seconds = 0;
         fflush(t->metrics);
         fsync(fileno(t->metrics));
     }
@@ -413,10 +419,8 @@ int train_run(const TrainConfig *cfg, Dist *d)
         size_t pos = 0, steps = sched_steps(&t->sched);
         for (size_t st = 0; st < steps; st++) {
             StepSums r = {0, 0, 0, -1, 0};
-            if (train_step(t, st, t->xch.shard.images + pos * MODEL_IMAGE_PIXELS,
-                           t->xch.shard.labels + pos, &r) < 0) {
-                if (t->rank == 0)
-                    msg_error("%s; the last complete checkpoint is %s/epoch-%04d.h5", err_get(),
+            if (train_step(t, st, t->xch.sample + pos, t->xch.label + pos, &r) < 0) {
+                msg_job_error("%s; the last complete checkpoint is %s/epoch-%04d.h5", err_get(),
                               cfg->checkpoint_dir, epoch - 1);
                 goto out;
             }

@@ -55,34 +55,60 @@ int xsum_shift(int e, long nterms)
     int lg = 0;
     while ((1L << lg) < nterms)
         lg++;
-    /* |term| 2^shift < 2^(61 - lg): nterms of them stay below 2^61 */
-    return 61 - lg - e;
+    /* |term| 2^shift < 2^(50 - lg): nterms of them stay below 2^50 */
+    return 50 - lg - e;
+}
+
+/* Rounding to an integer without a conversion instruction (SSE2 has none for
+ * int64, so llrint would not vectorise): for |x| < 2^51, x + 1.5 * 2^52 lies
+ * in [2^52, 2^53), where doubles are exactly the integers, so the addition
+ * rounds x to the nearest integer (ties to even, as llrint) and the sum's bits
+ * minus the constant's bits are that integer. The grid keeps every value, and
+ * every sum of them, below 2^50. The reverse trick turns such an int64 back
+ * into a double exactly. */
+#define MAGIC 6755399441055744.0 /* 1.5 * 2^52 */
+
+static inline int64_t bits_of(double x)
+{
+    int64_t b;
+    memcpy(&b, &x, sizeof b);
+    return b;
+}
+
+static inline double from_bits(int64_t b)
+{
+    double x;
+    memcpy(&x, &b, sizeof x);
+    return x;
 }
 
 void xsum_add_f32(int64_t *acc, const float *v, size_t n, int shift)
 {
     /* v * 2^shift is exact in double (a float has 24 bits; no exponent in
-     * play here leaves double's range), so the only rounding is llrint's. */
+     * play here leaves double's range), so the only rounding is the one above. */
     const double scale = ldexp(1.0, shift);
+    const int64_t mbits = bits_of(MAGIC);
     for (size_t i = 0; i < n; i++)
-        acc[i] += llrint((double)v[i] * scale);
+        acc[i] += bits_of((double)v[i] * scale + MAGIC) - mbits;
 }
 
 void xsum_add_f64(int64_t *acc, const double *v, size_t n, int shift)
 {
     const double scale = ldexp(1.0, shift);
+    const int64_t mbits = bits_of(MAGIC);
     for (size_t i = 0; i < n; i++)
-        acc[i] += llrint(v[i] * scale);
+        acc[i] += bits_of(v[i] * scale + MAGIC) - mbits;
 }
 
 void xsum_get_f32(float *out, const int64_t *acc, size_t n, int shift)
 {
     const double scale = ldexp(1.0, -shift);
+    const int64_t mbits = bits_of(MAGIC);
     for (size_t i = 0; i < n; i++)
-        out[i] = (float)((double)acc[i] * scale);
+        out[i] = (float)((from_bits(acc[i] + mbits) - MAGIC) * scale);
 }
 
 double xsum_get_f64(int64_t acc, int shift)
 {
-    return (double)acc * ldexp(1.0, -shift);
+    return (from_bits(acc + bits_of(MAGIC)) - MAGIC) * ldexp(1.0, -shift);
 }

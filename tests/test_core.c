@@ -193,15 +193,15 @@ static void test_schedule_partition(void **state)
                     for (int r = 0; r < P; r++) {
                         Exchange x;
                         exchange_init(&x, &s, r);
-                        assert_int_equal(x.shard.count, sched_rank_samples(&s, r));
-                        for (size_t k = 0; k < x.shard.count; k++) {
+                        assert_int_equal(x.count, sched_rank_samples(&s, r));
+                        for (size_t k = 0; k < x.count; k++) {
                             assert_true(x.positions[k] < s.n);
                             assert_int_equal(hit[x.positions[k]], 0);
                             hit[x.positions[k]] = 1;
                             if (k)
                                 assert_true(x.positions[k] > x.positions[k - 1]);
                         }
-                        total += x.shard.count;
+                        total += x.count;
                         exchange_free(&x);
                     }
                     assert_int_equal(total, s.n);

@@ -144,9 +144,12 @@ static void gradient(float *grads, double *loss, const float *params, int micro,
     int sizes[100];
     for (int k = 0; k < nmicro; k++)
         sizes[k] = micro;
-    Stepper *st = stepper_create(micro, nmicro, threads, 1);
+    Stepper *st = stepper_create(micro, nmicro, threads, 1, REDUCE_EXACT);
     StepSums sums = {0, 0, 0, -1, 0};
-    assert_int_equal(stepper_gradient(st, g_dist, grads, &sums, params, G.x, G.y, sizes, nmicro,
+    const uint8_t *img[N];
+    for (int i = 0; i < N; i++)
+        img[i] = G.x + (size_t)i * MODEL_IMAGE_PIXELS;
+    assert_int_equal(stepper_gradient(st, g_dist, grads, &sums, params, img, G.y, sizes, nmicro,
                                       nmicro, N),
                      0);
     *loss = sums.loss_sum / N;

@@ -244,6 +244,12 @@ static void test_relu(void **state)
     check_close("fast forward y (exact)", yf, r.y, r.n, 0, 0);
     relu_backward(dxf, dyf, yf, r.n);
     check_close("fast backward dx (exact)", dxf, dx, r.n, 0, 0);
+    /* a NaN passes forward (as in PyTorch) and stops the gradient */
+    float nanin[3] = {NAN, -1.0f, 2.0f}, out[3], g[3] = {1, 1, 1}, dg[3] = {0, 0, 0};
+    relu_forward(out, nanin, 3);
+    assert_true(isnan(out[0]) && out[1] == 0.0f && out[2] == 2.0f);
+    relu_backward(dg, g, out, 3);
+    assert_true(dg[0] == 0.0f && dg[1] == 0.0f && dg[2] == 1.0f);
     free(xf); free(dyf); free(yf); free(dxf); free(dx); free(r.x); free(r.y); free(r.dy);
 }
 

@@ -40,6 +40,7 @@ int dist_agree(Dist *d, int rc, const char *what);
 
 void dist_max_int(Dist *d, int *v, int n);
 void dist_sum_int64(Dist *d, int64_t *v, size_t n);
+void dist_sum_float(Dist *d, float *v, size_t n);
 void dist_bcast(Dist *d, void *buf, size_t bytes, int root);
 /* out[r] = v from rank r, for every rank r. */
 void dist_allgather_u64(Dist *d, uint64_t v, uint64_t *out);

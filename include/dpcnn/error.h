@@ -32,6 +32,8 @@ void msg_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void msg_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* An error message to stderr now, from this rank, tagged with it. */
 void msg_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* An error of the whole job, which every rank knows: printed once, by rank 0. */
+void msg_job_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Recoverable errors: the last message, per thread. err_set returns -1 so
  * `return err_set(...)` reads naturally. */

@@ -48,7 +48,7 @@ void maxpool2_forward_ref(double *y, const double *x, int n, int C, int H, int W
 void maxpool2_backward_ref(double *dx, const double *dy, const double *x, int n, int C,
                            int H, int W);
 
-/* ---- ReLU (relu.c) ----  y = max(0, x);  dx += dy * [y > 0] */
+/* ---- ReLU (relu.c) ----  y = max(0, x), NaN kept;  dx += dy * [y > 0] */
 void relu_forward(float *y, const float *x, size_t count);
 void relu_backward(float *dx, const float *dy, const float *y, size_t count);
 void relu_forward_ref(double *y, const double *x, size_t count);

@@ -11,8 +11,10 @@
  * indices [floor(r N / P), floor((r+1) N / P)) in memory, read once from the
  * HDF5 file with one hyperslab; at each epoch start the ranks exchange samples
  * (one MPI_Alltoallv) so each holds its shard of the epoch, in the order it
- * will train on it. Per-rank memory is about 2 N / P samples, and no rank ever
- * reads another rank's part of the file. */
+ * will train on it. No rank ever reads another rank's part of the file. Per
+ * rank, data takes its block (N/P samples) plus, with several ranks, the
+ * shard received and a send buffer (about 2 N/P more); a single rank trains
+ * straight from its block. */
 #ifndef DPCNN_SHARD_H
 #define DPCNN_SHARD_H
 
@@ -55,7 +57,9 @@ typedef struct {
 typedef struct {
     Schedule sched;
     int rank;
-    Block shard;            /* this epoch's samples, in training order */
+    size_t count;             /* samples this rank trains on per epoch */
+    const uint8_t **sample;   /* this epoch's images [784 bytes each], in training order */
+    uint8_t *label;           /* and their labels */
     uint8_t *sendbuf, *recvbuf;
     int *scount, *sdispl, *rcount, *rdispl, *cursor;
     size_t *positions;      /* this rank's epoch positions, ascending */
@@ -63,7 +67,8 @@ typedef struct {
 
 void exchange_init(Exchange *x, const Schedule *s, int rank);
 void exchange_free(Exchange *x);
-/* Fill x->shard for the epoch whose order is perm, from every rank's block. */
+/* Point x->sample and fill x->label for the epoch whose order is perm,
+ * from every rank's block. */
 void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d);
 
 #endif

@@ -23,6 +23,7 @@ typedef struct {
     const char *checkpoint_dir;
     int threads;         /* worker threads per rank (0 = one per core of this rank) */
     int check_every;     /* compare replicas every this many steps (0 = per epoch only) */
+    int reduction;       /* REDUCE_EXACT (same bits at any rank count) or REDUCE_FLOAT */
 } TrainConfig;
 
 void train_config_defaults(TrainConfig *cfg);

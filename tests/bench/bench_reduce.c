@@ -1,0 +1,71 @@
+/* The cost of combining one step's gradients across ranks, exact (int64 fixed
+ * point) against plain (float32 MPI_SUM), with everything else taken away:
+ * the slots hold fixed random gradients, and a barrier before each timing
+ * removes the ranks' skew. Run under mpirun; prints the median per step.
+ *
+ * Usage: mpirun -np P bench_reduce [MICRO_BATCHES_PER_STEP] [REPEATS] */
+#include "config.h"
+
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dpcnn/dist.h"
+#include "dpcnn/rng.h"
+#include "dpcnn/shard.h"
+#include "dpcnn/step.h"
+#include "dpcnn/xsum.h"
+
+static int cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    Dist *d = dist_init(&argc, &argv);
+    int total = argc > 1 ? atoi(argv[1]) : 4, reps = argc > 2 ? atoi(argv[2]) : 2000;
+    int P = dist_size(d), r = dist_rank(d);
+    int first = (int)part_first((size_t)total, P, r), last = (int)part_first((size_t)total, P, r + 1);
+    int mine = last - first;
+    float *grads = calloc(MODEL_NUM_PARAMS, sizeof(float));
+    double med[2];
+    for (int mode = 0; mode < 2; mode++) {
+        Stepper *st = stepper_create(25, mine > 0 ? mine : 1, 1, 1, mode);
+        Rng rng;
+        rng_init(&rng, 1, 3, (uint64_t)r);
+        for (int k = 0; k < mine; k++) {
+            float *g = st->slot_grads + (size_t)k * MODEL_NUM_PARAMS;
+            for (size_t i = 0; i < MODEL_NUM_PARAMS; i++)
+                g[i] = (rng_uniform(&rng) - 0.5f) * 1e-3f;
+            st->slot_loss[k] = 57.5;
+            st->slot_correct[k] = 20;
+            for (int t = 0; t < MODEL_NUM_TENSORS; t++)
+                st->slot_exp[(size_t)k * (MODEL_NUM_TENSORS + 1) + t] = xsum_exponent_f32(
+                    g + model_tensors[t].offset, model_tensors[t].count);
+            st->slot_exp[(size_t)k * (MODEL_NUM_TENSORS + 1) + MODEL_NUM_TENSORS] =
+                xsum_exponent_f64(&st->slot_loss[k], 1);
+        }
+        double *t = calloc((size_t)reps, sizeof(double));
+        for (int i = 0; i < reps; i++) {
+            StepSums sums = {0, 0, 0, -1, 0};
+            dist_barrier(d);
+            double t0 = dist_wtime();
+            stepper_reduce(st, d, grads, &sums, mine, total);
+            t[i] = dist_wtime() - t0;
+        }
+        qsort(t, (size_t)reps, sizeof(double), cmp);
+        med[mode] = t[reps / 2];
+        free(t);
+        stepper_free(st);
+    }
+    if (r == 0)
+        printf("ranks %d, %d micro-batches per step: combining one step's gradients takes "
+               "%.1f us exact, %.1f us float (median of %d; rank 0)\n",
+               P, total, 1e6 * med[0], 1e6 * med[1], reps);
+    free(grads);
+    dist_finalize(d);
+    return 0;
+}

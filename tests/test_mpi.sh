@@ -1,0 +1,133 @@
+#!/bin/sh
+# Real multi-process runs through mpirun (oversubscribed: CI has 2 cores):
+#  - the same bits at 1, 2, 3 and 4 ranks: checkpoints byte for byte, metrics
+#    apart from the timing fields, with uneven splits and a short last batch;
+#  - failures end the whole job fast, naming the rank: a corrupt chunk only
+#    one rank reads, a rank killed with SIGKILL, a non-finite loss on one
+#    rank, a drifted replica; none leaves a torn checkpoint behind;
+#  - a bad command line gives one message and status 2 from every rank.
+. "${srcdir:-.}/tests/lib.sh"
+command -v mpirun >/dev/null || fail "mpirun not found (apt-get install openmpi-bin)"
+# On a 2-core machine four ranks share cores: keep each to one thread.
+RUN="./dpcnn --data $DATA --threads 1"
+
+# Strip what may differ between equal runs: timing and the rank count.
+strip_metrics() {
+    sed -e 's/"seconds":[^,]*,//; s/"samples_per_second":[^,]*,//' \
+        -e 's/"eval_seconds":[^,]*,//; s/"shard_seconds":[^,]*,//' \
+        -e 's/"reduce_seconds":[^,]*,//; s/,"ranks":[0-9]*//' "$1"
+}
+
+# ---------------------------------------------------------------- same bits
+# 1030 samples, batch 100 of 4 micro-batches of 25: 3 ranks get 2/1/1, and the
+# last batch (30 samples: micro-batches of 25 and 5) leaves ranks empty.
+for np in 1 2 3 4; do
+    start=$(date +%s)
+    mpirun -np "$np" $RUN --epochs 2 --limit 1030 --test-limit 530 \
+        --checkpoint-dir "$T/np$np" >"$T/np$np.log" 2>&1 ||
+        { cat "$T/np$np.log"; fail "np=$np run failed"; }
+    echo "np=$np: $(grep '^epoch   2' "$T/np$np.log") ($(($(date +%s) - start)) s)"
+done
+for np in 2 3 4; do
+    for f in epoch-0000.h5 epoch-0001.h5 epoch-0002.h5; do
+        cmp "$T/np1/$f" "$T/np$np/$f" || fail "np=$np: $f differs from np=1"
+    done
+    strip_metrics "$T/np1/metrics.jsonl" >"$T/m1"
+    strip_metrics "$T/np$np/metrics.jsonl" >"$T/m$np"
+    cmp "$T/m1" "$T/m$np" || { diff "$T/m1" "$T/m$np"; fail "np=$np: metrics differ"; }
+done
+grep -q '"train_samples":1030,' "$T/np4/metrics.jsonl" || fail "train samples miscounted"
+grep -q '"test_samples":530,' "$T/np4/metrics.jsonl" || fail "test samples miscounted"
+grep -q '"ranks":4' "$T/np4/metrics.jsonl" || fail "ranks field"
+# only rank 0 prints progress
+[ "$(grep -c '^epoch   1' "$T/np4.log")" -eq 1 ] || fail "more than one rank printed progress"
+echo "bitwise identical at 1, 2, 3 and 4 ranks"
+
+# The float reduction trains too (its bits may depend on the rank count).
+mpirun -np 2 $RUN --epochs 1 --limit 1030 --test-limit 530 --reduction float \
+    --checkpoint-dir "$T/float" >"$T/float.log" 2>&1 || { cat "$T/float.log"; fail "float run"; }
+
+# ----------------------------------------------------------- failing fast
+# elapsed-bounded run: expect_fail SECONDS STATUS NEEDLE CMD...
+expect_fail() {
+    bound=$1 want=$2 needle=$3; shift 3
+    start=$(date +%s)
+    set +e
+    timeout -s KILL $((bound + 30)) "$@" >"$T/out" 2>&1
+    got=$?
+    set -e
+    took=$(($(date +%s) - start))
+    echo "\$ ... -> status $got after ${took}s: $(grep -m1 -F -- "$needle" "$T/out" || true)"
+    [ "$got" -ne 0 ] || fail "expected failure, got success"
+    [ "$want" = any ] || [ "$got" -eq "$want" ] || { cat "$T/out"; fail "status $got, expected $want"; }
+    [ "$took" -le "$bound" ] || fail "took ${took}s, bound ${bound}s"
+    grep -qF -- "$needle" "$T/out" || { cat "$T/out"; fail "output lacks '$needle'"; }
+}
+
+# Every checkpoint left in a directory is complete: no temporaries, and each
+# loads (dpcnn --init reads every tensor strictly, --epochs 0 trains nothing).
+check_no_torn() {
+    [ -d "$1" ] || return 0
+    ls -A "$1" | grep -q '\.tmp\.' && fail "$1: a temporary file was left behind"
+    for f in "$1"/epoch-*.h5; do
+        [ -e "$f" ] || continue
+        ./dpcnn --data "$DATA" --limit 100 --test-limit 100 --epochs 0 --init "$f" \
+            --checkpoint-dir "$T/verify" >/dev/null 2>&1 || fail "$f does not load"
+    done
+}
+
+# A corrupt chunk that only rank 1 reads: with 4000 samples on 2 ranks, rank 0
+# holds samples 0-1999 (chunks 0 and 1), rank 1 holds 2000-3999 (chunks 2, 3).
+cp "$DATA" "$T/corrupt.h5"
+./tests/corrupt_chunk "$T/corrupt.h5" /train/images 3
+expect_fail 30 1 "rank 1" mpirun -np 2 ./dpcnn --data "$T/corrupt.h5" --threads 1 \
+    --limit 4000 --test-limit 100 --checkpoint-dir "$T/corrupt"
+grep -q "samples 2000..3999" "$T/out" || fail "the message does not say which samples"
+check_no_torn "$T/corrupt"
+
+# A non-finite loss on one rank: everyone stops before the update, status 1.
+DPCNN_FAULT=nan@3:1 expect_fail 30 1 "non-finite loss at step 3" \
+    mpirun -np 2 $RUN --epochs 1 --limit 1000 --test-limit 100 --checkpoint-dir "$T/nan"
+grep -q "seen on rank 1" "$T/out" || fail "the rank is not named"
+check_no_torn "$T/nan"
+
+# A replica that drifts: the next comparison stops the job and names it.
+DPCNN_FAULT=drift@2:1 expect_fail 30 1 "rank(s) 1 differ" \
+    mpirun -np 3 $RUN --epochs 1 --limit 1000 --test-limit 100 --check-every 4 \
+    --checkpoint-dir "$T/drift"
+check_no_torn "$T/drift"
+
+# A rank killed with SIGKILL from outside, mid-run: the job ends promptly and
+# no rank is left running.
+mpirun -np 3 $RUN --epochs 1000 --limit 2000 --test-limit 100 \
+    --checkpoint-dir "$T/kill" >"$T/kill.log" 2>&1 &
+launcher=$!
+i=0
+while [ ! -e "$T/kill/epoch-0001.h5" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+victim=$(pgrep -P "$launcher" -f dpcnn | sed -n 2p)
+[ -n "$victim" ] || fail "no rank to kill"
+start=$(date +%s)
+kill -9 "$victim"
+set +e
+wait "$launcher"
+status=$?
+set -e
+took=$(($(date +%s) - start))
+echo "killed rank pid $victim: mpirun exited $status after ${took}s"
+[ "$status" -ne 0 ] || fail "the job succeeded after a rank was killed"
+[ "$took" -le 20 ] || fail "the job took ${took}s to end after a rank was killed"
+pgrep -f "checkpoint-dir $T/kill" >/dev/null && fail "ranks left running"
+check_no_torn "$T/kill"
+
+# Usage errors: every rank exits 2, one message.
+set +e
+mpirun -np 2 ./dpcnn --epochs x >"$T/out" 2>&1
+status=$?
+set -e
+[ "$status" -eq 2 ] || { cat "$T/out"; fail "usage error under mpirun: status $status"; }
+[ "$(grep -c "dpcnn: --epochs" "$T/out")" -eq 1 ] || { cat "$T/out"; fail "not one message"; }
+
+# A missing data file: one message for all ranks, status 1.
+expect_fail 30 1 "error (all ranks)" mpirun -np 2 ./dpcnn --data "$T/absent.h5"
+[ "$(grep -c "absent.h5" "$T/out")" -eq 1 ] || { cat "$T/out"; fail "not one message"; }
+echo "test_mpi: all passed"
