@@ -2,9 +2,11 @@
 #include "config.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "dpcnn/dist.h"
 #include "dpcnn/error.h"
+#include "dpcnn/evaluate.h"
 #include "dpcnn/options.h"
 #include "dpcnn/train.h"
 
@@ -32,6 +34,18 @@ static int launcher_rank(void)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "evaluate") == 0) {
+        EvalConfig ec;
+        switch (evaluate_parse(&ec, argc - 1, argv + 1, launcher_rank() == 0)) {
+        case OPTIONS_EXIT_OK: return DPCNN_EXIT_OK;
+        case OPTIONS_EXIT_USAGE: return DPCNN_EXIT_USAGE;
+        default: break;
+        }
+        Dist *d = dist_init(&argc, &argv);
+        int status = evaluate_run(&ec, d);
+        dist_finalize(d);
+        return status;
+    }
     TrainConfig cfg;
     switch (options_parse(&cfg, argc, argv, launcher_rank() == 0)) {
     case OPTIONS_EXIT_OK: return DPCNN_EXIT_OK;

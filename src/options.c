@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "dpcnn/error.h"
 #include "dpcnn/fsutil.h"
@@ -32,13 +33,25 @@ void options_usage(FILE *f)
         "  --data FILE         HDF5 data file (default: data/fashion-mnist.h5, found\n"
         "                      in the current, build or install directory)\n"
         "  --init FILE         start from these weights (a dpcnn weights file)\n"
+        "  --resume DIR|FILE   continue the run saved in DIR (its latest.h5) or FILE,\n"
+        "                      to the same bits as if it had never stopped; give the\n"
+        "                      same options (--epochs is the run's total)\n"
+        "  --override-hparams  let a resumed run change --batch-size and --lr\n"
         "\n"
         "How it runs (these never change the result):\n"
-        "  --checkpoint-dir DIR  where weights and metrics.jsonl go (default checkpoints)\n"
+        "  --checkpoint-dir DIR  where checkpoints and metrics.jsonl go (default\n"
+        "                      checkpoints, or the --resume directory)\n"
+        "  --checkpoint-every N[e|s]  checkpoint every N epochs (N or Ne, default 1)\n"
+        "                      or every N steps (Ns) as well as every epoch\n"
+        "  --keep N            keep only the newest N checkpoints (default: all)\n"
+        "  --quiet             print nothing but warnings and errors\n"
+        "  --log-every N       progress every N steps when not on a terminal (default 100)\n"
+        "  --metrics-every N   a per-step record in metrics.jsonl every N steps (default 0:\n"
+        "                      epochs only)\n"
         "  --threads N         worker threads per rank (default: this rank's share of\n"
         "                      the node's cores)\n"
         "  --check-every N     compare replicas across ranks every N steps (default 100;\n"
-        "                      0: at epoch ends only)\n"
+        "                      0: at checkpoints only)\n"
         "  --reduction MODE    exact (default): gradients summed in int64 fixed point,\n"
         "                      the same bits at any rank count; float: one float32\n"
         "                      allreduce, cheaper on very many ranks, bits then depend\n"
@@ -46,7 +59,15 @@ void options_usage(FILE *f)
         "  -h, --help          this text\n"
         "  -V, --version       the version\n"
         "\n"
-        "Exit status: 0 done, 1 runtime error, 2 bad command line.\n",
+        "\n"
+        "Other commands:\n"
+        "  dpcnn evaluate CHECKPOINT [--data FILE] [--csv FILE] ...\n"
+        "                      test loss, accuracy per class, confusion matrix\n"
+        "\n"
+        "Signals: SIGTERM, SIGINT or SIGUSR1 stop the run at the next step with a\n"
+        "checkpoint (exit status 75); a second one stops it at once.\n"
+        "Exit status: 0 done, 1 runtime error, 2 bad command line, 75 stopped by a\n"
+        "signal with a checkpoint written (resume with --resume).\n",
         f);
 }
 
@@ -91,7 +112,8 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
 {
     enum {
         O_EPOCHS = 256, O_BATCH, O_MICRO, O_LR, O_SEED, O_DATA, O_NO_SHUFFLE, O_CKPT, O_INIT,
-        O_THREADS, O_LIMIT, O_TEST_LIMIT, O_CHECK_EVERY, O_REDUCTION,
+        O_THREADS, O_LIMIT, O_TEST_LIMIT, O_CHECK_EVERY, O_REDUCTION, O_RESUME, O_OVERRIDE,
+        O_CKPT_EVERY, O_KEEP, O_QUIET, O_LOG_EVERY, O_METRICS_EVERY,
     };
     static const struct option opts[] = {
         {"epochs", required_argument, 0, O_EPOCHS},
@@ -108,11 +130,19 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
         {"test-limit", required_argument, 0, O_TEST_LIMIT},
         {"check-every", required_argument, 0, O_CHECK_EVERY},
         {"reduction", required_argument, 0, O_REDUCTION},
+        {"resume", required_argument, 0, O_RESUME},
+        {"override-hparams", no_argument, 0, O_OVERRIDE},
+        {"checkpoint-every", required_argument, 0, O_CKPT_EVERY},
+        {"keep", required_argument, 0, O_KEEP},
+        {"quiet", no_argument, 0, O_QUIET},
+        {"log-every", required_argument, 0, O_LOG_EVERY},
+        {"metrics-every", required_argument, 0, O_METRICS_EVERY},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
     };
     train_config_defaults(cfg);
+    int ckpt_given = 0;
     opterr = 0;
     optind = 1;
     int c;
@@ -164,6 +194,7 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
             if (!*optarg)
                 return usage_error(speak, "%s: expected a directory%s", "--checkpoint-dir", "");
             cfg->checkpoint_dir = optarg;
+            ckpt_given = 1;
             break;
         case O_INIT: cfg->init_path = optarg; break;
         case O_THREADS:
@@ -188,6 +219,41 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
                                    "--check-every", optarg);
             cfg->check_every = (int)v;
             break;
+        case O_RESUME: cfg->resume_path = optarg; break;
+        case O_OVERRIDE: cfg->override_hparams = 1; break;
+        case O_CKPT_EVERY: {
+            char *end;
+            errno = 0;
+            long n = strtol(optarg, &end, 10);
+            int steps = 0;
+            if (end != optarg && (strcmp(end, "s") == 0 || strcmp(end, "steps") == 0))
+                steps = 1;
+            else if (end != optarg && *end && strcmp(end, "e") != 0 && strcmp(end, "epochs") != 0)
+                n = -1;
+            if (errno || end == optarg || n < 1 || n > (1L << 30))
+                return usage_error(speak,
+                                   "%s: expected N epochs (N or Ne) or N steps (Ns), N >= 1, "
+                                   "got '%s'",
+                                   "--checkpoint-every", optarg);
+            cfg->checkpoint_every = (int)n;
+            cfg->checkpoint_every_steps = steps;
+            break;
+        }
+        case O_KEEP:
+        case O_LOG_EVERY:
+        case O_METRICS_EVERY: {
+            const char *flag = c == O_KEEP ? "--keep" : c == O_LOG_EVERY ? "--log-every" : "--metrics-every";
+            if (parse_int(optarg, c == O_LOG_EVERY ? 1 : 0, 1 << 30, &v) < 0)
+                return usage_error(speak, "%s: expected a whole number, got '%s'", flag, optarg);
+            if (c == O_KEEP)
+                cfg->keep = (int)v;
+            else if (c == O_LOG_EVERY)
+                cfg->log_every = (int)v;
+            else
+                cfg->metrics_every = (int)v;
+            break;
+        }
+        case O_QUIET: cfg->quiet = 1; break;
         case O_REDUCTION:
             if (strcmp(optarg, "exact") == 0)
                 cfg->reduction = REDUCE_EXACT;
@@ -213,6 +279,25 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
     }
     if (optind < argc)
         return usage_error(speak, "unexpected argument '%s'%s", argv[optind], "");
+    if (cfg->resume_path && cfg->init_path)
+        return usage_error(speak, "%s and %s: a resumed run already has its weights", "--resume",
+                           "--init");
+    if (cfg->resume_path && !ckpt_given) {
+        /* continue writing where the run was saved */
+        static char dir[4096];
+        struct stat st;
+        if (stat(cfg->resume_path, &st) == 0 && S_ISDIR(st.st_mode))
+            snprintf(dir, sizeof dir, "%s", cfg->resume_path);
+        else {
+            snprintf(dir, sizeof dir, "%s", cfg->resume_path);
+            char *slash = strrchr(dir, '/');
+            if (slash)
+                *slash = '\0';
+            else
+                snprintf(dir, sizeof dir, ".");
+        }
+        cfg->checkpoint_dir = dir;
+    }
     if (!cfg->data_path) {
         cfg->data_path = options_default_data();
         if (!cfg->data_path) {

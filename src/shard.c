@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dpcnn/dataset.h"
 #include "dpcnn/error.h"
 #include "dpcnn/model.h"
 #include "dpcnn/shard.h"
@@ -85,6 +86,20 @@ static int rank_of_position(const Schedule *s, size_t pos)
     int j = (int)((pos - step * (size_t)s->batch) / (size_t)s->micro);
     int M = sched_micro_count(s, step);
     return part_owner((size_t)M, s->ranks, (size_t)j);
+}
+
+int shard_read_test(Block *out, size_t *chunks, size_t *chunks_total, const Dataset *ds,
+                    size_t n, size_t chunk, int rank, int ranks)
+{
+    *chunks_total = (n + chunk - 1) / chunk;
+    const size_t c0 = part_first(*chunks_total, ranks, rank);
+    *chunks = part_first(*chunks_total, ranks, rank + 1) - c0;
+    const size_t end = (c0 + *chunks) * chunk;
+    out->first = c0 * chunk;
+    out->count = *chunks ? (end < n ? end : n) - out->first : 0;
+    out->images = XCALLOC(uint8_t, out->count * MODEL_IMAGE_PIXELS);
+    out->labels = XCALLOC(uint8_t, out->count);
+    return dataset_read(ds, SPLIT_TEST, out->first, out->count, out->images, out->labels);
 }
 
 void exchange_init(Exchange *x, const Schedule *s, int rank)

@@ -1,20 +1,23 @@
-/* The training run: data, the epoch loop, evaluation, outputs.
+/* The training run: data, the epoch loop, checkpoints, resume, preemption.
  *
  * Ranks split every global batch by micro-batches and combine gradients
  * exactly (step.c), so every rank applies the same Adam step to the same
  * gradient and the run's bits do not depend on the number of ranks or
- * threads. doc/determinism.md explains the design and what it costs. */
+ * threads. The whole state of a run at a step boundary (weights, Adam's
+ * moments and step, the position in the epoch and the epoch's partial sums)
+ * goes into a checkpoint, and the epoch's order comes from (seed, epoch)
+ * alone, so a resumed run, on any rank count, continues to the same bits.
+ * doc/determinism.md explains the design and what it costs. */
 #include "config.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dpcnn/adam.h"
@@ -24,6 +27,8 @@
 #include "dpcnn/fsutil.h"
 #include "dpcnn/model.h"
 #include "dpcnn/rng.h"
+#include "dpcnn/runlog.h"
+#include "dpcnn/runtime.h"
 #include "dpcnn/shard.h"
 #include "dpcnn/step.h"
 #include "dpcnn/train.h"
@@ -42,8 +47,11 @@ void train_config_defaults(TrainConfig *cfg)
     cfg->eps = 1e-8;
     cfg->seed = 0;
     cfg->shuffle = 1;
+    cfg->reduction = REDUCE_EXACT;
     cfg->checkpoint_dir = "checkpoints";
+    cfg->checkpoint_every = 1;
     cfg->check_every = 100;
+    cfg->log_every = 100;
 }
 
 typedef struct {
@@ -54,91 +62,60 @@ typedef struct {
     Schedule sched;
     size_t n_test;
     Block train_block, test_block;
-    size_t test_chunk0, test_chunks, test_chunks_total;
+    size_t test_chunks, test_chunks_total;
     Exchange xch;
     uint32_t *perm;
     float *state; /* params | Adam m | Adam v, contiguous: one hash, one broadcast */
     float *params, *adam_m, *adam_v;
     float *grads;
     Stepper *stepper;
-    int64_t step; /* Adam's step count */
-    FILE *metrics;
-    double shard_seconds; /* exchange time of the last epoch */
+    RunState rs; /* the run's definition and position: what a checkpoint holds */
+    RunLog log;
+    double shard_seconds; /* exchange time of the current epoch */
+    int64_t samples_run;  /* samples of the current epoch trained by this process */
 } Trainer;
 
-/* ---------------------------------------------------------------- set-up */
+/* ------------------------------------------------------------ preemption */
 
-/* Worker threads: the cores this rank may use. Under a launcher that binds
- * ranks, the affinity mask already says; unbound, the node's cores are shared
- * out among the ranks on it. Never more than there are micro-batches. */
-static int choose_threads(const TrainConfig *cfg, Dist *d, int max_micros)
+/* SIGTERM, SIGINT and SIGUSR1 ask for a stop at the next step boundary (Slurm
+ * sends one before a time limit or preemption; mpirun forwards them). The
+ * ranks agree on it inside the step's own collective, so all stop after the
+ * same step. A second signal of the same kind stops the process at once. */
+static volatile sig_atomic_t g_stop_signal;
+
+static void on_stop_signal(int sig)
 {
-    int t = cfg->threads;
-    if (t <= 0) {
-        cpu_set_t set;
-        long online = sysconf(_SC_NPROCESSORS_ONLN);
-        int mine = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)online;
-        if (mine >= online)
-            t = (int)(online / dist_local_size(d));
-        else
-            t = mine;
-        if (t < 1)
-            t = 1;
+    if (g_stop_signal == sig) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
     }
-#ifndef _OPENMP
-    t = 1;
-#endif
-    if (t > max_micros)
-        t = max_micros;
-    return t < 1 ? 1 : t;
+    g_stop_signal = sig;
 }
 
-static const char *blas_core(void)
+static void install_stop_handlers(void)
 {
-#ifdef HAVE_OPENBLAS_GET_CORENAME
-    return openblas_get_corename();
-#else
-    return "unknown";
-#endif
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
 }
 
-/* Debian's OpenBLAS 0.3.21 does not know some recent CPUs and falls back to
- * its generic SSE3 kernel, about 4x slower than the AVX-512 one. */
-static void report_blas(Trainer *t)
+static const char *signal_name(int sig)
 {
-    const char *core = blas_core();
-    msg_info("OpenBLAS kernel: %s (single-threaded inside each of %d worker thread%s per rank)",
-             core, t->threads, t->threads == 1 ? "" : "s");
-    int generic = strcmp(core, "Prescott") == 0 || strcmp(core, "Core2") == 0 ||
-                  strcmp(core, "Penryn") == 0 || strcmp(core, "Nehalem") == 0 ||
-                  strcmp(core, "Dunnington") == 0 || strcmp(core, "Atom") == 0;
-    __builtin_cpu_init();
-    if (t->rank == 0 && generic && __builtin_cpu_supports("avx512f"))
-        msg_warn("this CPU has AVX-512 but OpenBLAS chose its generic %s kernel; matrix "
-                 "products run about 4x faster with OPENBLAS_CORETYPE=SkylakeX in the "
-                 "environment (under mpirun on several nodes add -x OPENBLAS_CORETYPE)",
-                 core);
-    else if (t->rank == 0 && generic && __builtin_cpu_supports("avx2"))
-        msg_warn("this CPU has AVX2 but OpenBLAS chose its generic %s kernel; set "
-                 "OPENBLAS_CORETYPE=Haswell for faster matrix products",
-                 core);
-    /* Different kernels round differently: then ranks would disagree. */
-    uint64_t h = UINT64_C(1469598103934665603);
-    for (const char *p = core; *p; p++)
-        h = (h ^ (uint8_t)*p) * UINT64_C(1099511628211);
-    uint64_t *all = XCALLOC(uint64_t, (size_t)t->size);
-    dist_allgather_u64(t->dist, h, all);
-    for (int r = 1; r < t->size; r++)
-        if (all[r] != all[0]) {
-            if (t->rank == 0)
-                msg_warn("ranks run different OpenBLAS kernels (rank %d differs from rank 0): "
-                         "results will not be bitwise reproducible; set OPENBLAS_CORETYPE "
-                         "the same everywhere",
-                         r);
-            break;
-        }
-    free(all);
+    switch (sig) {
+    case SIGTERM: return "SIGTERM";
+    case SIGINT: return "SIGINT";
+    case SIGUSR1: return "SIGUSR1";
+    default: return "a signal";
+    }
 }
+
+/* ---------------------------------------------------------------- set-up */
 
 static int open_data(Trainer *t)
 {
@@ -162,21 +139,9 @@ static int open_data(Trainer *t)
     b->labels = XCALLOC(uint8_t, b->count);
     rc = dataset_read(&t->data, SPLIT_TRAIN, b->first, b->count, b->images, b->labels);
 
-    const size_t m = (size_t)c->micro_batch;
-    t->test_chunks_total = (nt + m - 1) / m;
-    t->test_chunk0 = part_first(t->test_chunks_total, t->size, t->rank);
-    t->test_chunks = part_first(t->test_chunks_total, t->size, t->rank + 1) - t->test_chunk0;
-    Block *tb = &t->test_block;
-    tb->first = t->test_chunk0 * m;
-    size_t end = (t->test_chunk0 + t->test_chunks) * m;
-    tb->count = (end < nt ? end : nt) - tb->first;
-    if (t->test_chunks == 0)
-        tb->count = 0;
-    tb->images = XCALLOC(uint8_t, tb->count * MODEL_IMAGE_PIXELS);
-    tb->labels = XCALLOC(uint8_t, tb->count);
-    if (rc == 0)
-        rc = dataset_read(&t->data, SPLIT_TEST, tb->first, tb->count, tb->images, tb->labels);
-    return dist_agree(t->dist, rc, NULL);
+    int rc2 = shard_read_test(&t->test_block, &t->test_chunks, &t->test_chunks_total, &t->data,
+                              nt, (size_t)c->micro_batch, t->rank, t->size);
+    return dist_agree(t->dist, rc < 0 ? rc : rc2, NULL);
 }
 
 static void alloc_state(Trainer *t)
@@ -205,15 +170,115 @@ static void free_trainer(Trainer *t)
     free(t->test_block.labels);
     if (t->data.path)
         dataset_close(&t->data);
-    if (t->metrics)
-        fclose(t->metrics);
+    runlog_close(&t->log);
+}
+
+/* The run's definition, from the command line and the data. */
+static void define_run(Trainer *t)
+{
+    RunState *rs = &t->rs;
+    memset(rs, 0, sizeof *rs);
+    rs->seed = t->cfg.seed;
+    rs->batch_size = t->cfg.batch_size;
+    rs->micro_batch = t->cfg.micro_batch;
+    rs->shuffle = t->cfg.shuffle;
+    rs->reduction = t->cfg.reduction;
+    rs->lr = t->cfg.lr;
+    rs->beta1 = t->cfg.beta1;
+    rs->beta2 = t->cfg.beta2;
+    rs->eps = t->cfg.eps;
+    rs->train_samples = t->sched.n;
+    rs->test_samples = t->n_test;
+    snprintf(rs->data_fingerprint, sizeof rs->data_fingerprint, "%s", t->data.fingerprint);
+}
+
+/* --resume DIR means DIR/latest.h5. */
+static void resolve_resume(char *path, size_t n, const char *arg)
+{
+    struct stat st;
+    if (stat(arg, &st) == 0 && S_ISDIR(st.st_mode))
+        snprintf(path, n, "%s/latest.h5", arg);
+    else
+        snprintf(path, n, "%s", arg);
+}
+
+/* A checkpoint continues this run only if it was this run: same data, same
+ * seed, same cut into micro-batches... Batch size and learning rate may
+ * change with --override-hparams (the run is then, knowingly, another one). */
+static int check_same_run(const RunState *ck, const RunState *now, const char *path,
+                          int override)
+{
+    if (strcmp(ck->data_fingerprint, now->data_fingerprint) != 0 ||
+        ck->train_samples != now->train_samples || ck->test_samples != now->test_samples)
+        return err_set("%s was made from other data (fingerprint %s, %zu train and %zu test "
+                       "samples); this run has %s, %zu and %zu: check --data, --limit and "
+                       "--test-limit",
+                       path, ck->data_fingerprint, ck->train_samples, ck->test_samples,
+                       now->data_fingerprint, now->train_samples, now->test_samples);
+#define SAME(field, flag, fmt)                                                               \
+    if (ck->field != now->field)                                                             \
+        return err_set("%s was made with " flag " " fmt ", this run asks for " fmt           \
+                       ": a resumed run must be the same run",                               \
+                       path, ck->field, now->field)
+    SAME(seed, "--seed", "%" PRIu64);
+    SAME(micro_batch, "--micro-batch", "%d");
+    SAME(shuffle, "shuffle", "%d");
+    SAME(reduction, "--reduction", "%d");
+    SAME(beta1, "beta1", "%g");
+    SAME(beta2, "beta2", "%g");
+    SAME(eps, "eps", "%g");
+#undef SAME
+    if (!override && ck->batch_size != now->batch_size)
+        return err_set("%s was made with --batch-size %d, this run asks for %d; add "
+                       "--override-hparams to continue it with the new value anyway",
+                       path, ck->batch_size, now->batch_size);
+    if (!override && ck->lr != now->lr)
+        return err_set("%s was made with --lr %g, this run asks for %g; add "
+                       "--override-hparams to continue it with the new value anyway",
+                       path, ck->lr, now->lr);
+    return 0;
+}
+
+/* Rank 0 reads the checkpoint, every rank receives it. */
+static int resume(Trainer *t)
+{
+    char path[4200];
+    resolve_resume(path, sizeof path, t->cfg.resume_path);
+    RunState ck;
+    int rc = 0;
+    if (t->rank == 0) {
+        rc = checkpoint_load(path, t->params, t->adam_m, t->adam_v, &ck);
+        if (rc == 0)
+            rc = check_same_run(&ck, &t->rs, path, t->cfg.override_hparams);
+        if (rc == 0 && ck.step_in_epoch > 0 && ck.batch_size != t->rs.batch_size)
+            rc = err_set("%s stopped inside an epoch; the batch size can change only at an "
+                         "epoch boundary (resume from an epoch-NNNN.h5)",
+                         path);
+    }
+    if (dist_agree(t->dist, rc, "--resume") < 0)
+        return -1;
+    dist_bcast(t->dist, t->state, sizeof(float) * 3 * NPARAM, 0);
+    dist_bcast(t->dist, &ck, sizeof ck, 0);
+    /* the position and the sums come from the checkpoint, the definition from
+     * this run (the same, or changed on purpose) */
+    t->rs.epochs_done = ck.epochs_done;
+    t->rs.step_in_epoch = ck.step_in_epoch;
+    t->rs.step = ck.step;
+    t->rs.epoch_loss_sum = ck.epoch_loss_sum;
+    t->rs.epoch_correct = ck.epoch_correct;
+    if (!t->cfg.quiet)
+        msg_info("resuming %s: %d epoch%s done, %" PRId64 " steps into epoch %d (step %" PRId64 ")",
+             path, ck.epochs_done, ck.epochs_done == 1 ? "" : "s", ck.step_in_epoch,
+             ck.epochs_done + 1, ck.step);
+    return 0;
 }
 
 /* ------------------------------------------------------------ fault hooks */
 
 /* DPCNN_FAULT=kind@step:rank injects a failure for the tests (doc/testing.md):
  * nan (a NaN weight before the step), drift (a perturbed replica after it),
- * kill (SIGKILL itself after it). */
+ * kill (SIGKILL itself after it), killwrite (SIGKILL itself halfway through
+ * writing the checkpoint of that step, rank 0). */
 static int fault_due(const char *kind, int64_t step, int rank)
 {
     const char *f = getenv("DPCNN_FAULT");
@@ -226,7 +291,7 @@ static int fault_due(const char *kind, int64_t step, int rank)
     return s == step && r == rank;
 }
 
-/* ----------------------------------------------------------------- a step */
+/* ----------------------------------------------------------- checkpoints */
 
 static uint64_t state_hash(const Trainer *t)
 {
@@ -235,7 +300,7 @@ static uint64_t state_hash(const Trainer *t)
     uint64_t h = UINT64_C(1469598103934665603);
     for (size_t i = 0; i < 3 * NPARAM; i++)
         h = (h ^ w[i]) * UINT64_C(1099511628211);
-    return (h ^ (uint64_t)t->step) * UINT64_C(1099511628211);
+    return (h ^ (uint64_t)t->rs.step) * UINT64_C(1099511628211);
 }
 
 /* Every rank compares its replica with every other; a mismatch stops the job. */
@@ -256,11 +321,73 @@ static int check_replicas(Trainer *t, const char *when)
                          list[0] ? "," : "", r);
         msg_job_error("replicas have drifted apart %s (step %" PRId64 "): the parameters or "
                       "optimizer state of rank(s) %s differ from rank 0's; stopping",
-                      when, t->step, list);
+                      when, t->rs.step, list);
     }
     free(all);
     return bad >= 0 ? -1 : 0;
 }
+
+/* Rank 0 writes name in the checkpoint directory, points latest.h5 at it and
+ * prunes; every rank learns the outcome. Replicas are compared first. */
+static int save_checkpoint(Trainer *t, const char *name)
+{
+    if (check_replicas(t, "before a checkpoint") < 0)
+        return -1;
+    int rc = 0;
+    if (t->rank == 0) {
+        char path[4400];
+        snprintf(path, sizeof path, "%s/%s", t->cfg.checkpoint_dir, name);
+        if (fault_due("killwrite", t->rs.step, 0)) {
+            /* die with the temporary file half written, as a node failure would */
+            char tmp[4500];
+            fs_temp_name(tmp, sizeof tmp, path);
+            FILE *f = fopen(tmp, "w");
+            if (f) {
+                fputs("\211HDF\r\n\032\n half a checkpoint", f);
+                fflush(f);
+            }
+            raise(SIGKILL);
+        }
+        rc = checkpoint_save(path, t->params, t->adam_m, t->adam_v, &t->rs);
+        if (rc == 0)
+            rc = checkpoint_set_latest(t->cfg.checkpoint_dir, name);
+        if (rc == 0)
+            rc = checkpoint_prune(t->cfg.checkpoint_dir, t->cfg.keep);
+    }
+    return dist_agree(t->dist, rc, "writing a checkpoint");
+}
+
+static int save_epoch_checkpoint(Trainer *t)
+{
+    char name[64];
+    snprintf(name, sizeof name, "epoch-%04d.h5", t->rs.epochs_done);
+    return save_checkpoint(t, name);
+}
+
+static int save_step_checkpoint(Trainer *t, char *name, size_t n)
+{
+    snprintf(name, n, "step-%08" PRId64 ".h5", t->rs.step);
+    return save_checkpoint(t, name);
+}
+
+static int prepare_outputs(Trainer *t, int resumed)
+{
+    int rc = 0;
+    if (t->rank == 0) {
+        rc = fs_make_dir(t->cfg.checkpoint_dir);
+        if (rc == 0)
+            rc = checkpoint_clean_temps(t->cfg.checkpoint_dir);
+        if (rc == 0)
+            rc = runlog_open(&t->log, t->cfg.checkpoint_dir, t->rs.epochs_done,
+                             resumed ? t->rs.step : -1, t->cfg.quiet, t->cfg.log_every);
+    } else {
+        memset(&t->log, 0, sizeof t->log);
+        t->log.quiet = 1;
+    }
+    return dist_agree(t->dist, rc, "checkpoint directory");
+}
+
+/* ------------------------------------------------------------ the steps */
 
 /* One step of the epoch: this rank's micro-batches, the exact gradient, Adam. */
 static int train_step(Trainer *t, size_t st, const uint8_t *const *images,
@@ -272,92 +399,144 @@ static int train_step(Trainer *t, size_t st, const uint8_t *const *images,
     int sizes[l - f > 0 ? l - f : 1];
     for (int j = f; j < l; j++)
         sizes[j - f] = sched_micro_size(s, st, j);
-    if (fault_due("nan", t->step + 1, t->rank))
+    if (fault_due("nan", t->rs.step + 1, t->rank))
         t->params[0] = NAN;
     if (stepper_gradient(t->stepper, t->dist, t->grads, sums, t->params, images, labels, sizes,
-                         l - f, sched_micro_count(s, st), sched_step_size(s, st)) < 0)
-    {
+                         l - f, sched_micro_count(s, st), sched_step_size(s, st)) < 0) {
         char where[64] = "some rank";
         if (sums->bad_rank != STEP_SOME_RANK)
             snprintf(where, sizeof where, "rank %d", sums->bad_rank);
-        return err_set("non-finite %s at step %" PRId64 " (epoch step %zu, seen on %s); "
-                       "stopped before any weight was updated with it (a smaller --lr may help)",
-                       sums->loss_bad ? "loss" : "gradient", t->step + 1, st + 1, where);
+        return err_set("non-finite %s at step %" PRId64 " (epoch %d, step %zu of it, seen on "
+                       "%s); stopped before any weight was updated with it (a smaller --lr "
+                       "may help)",
+                       sums->loss_bad ? "loss" : "gradient", t->rs.step + 1,
+                       t->rs.epochs_done + 1, st + 1, where);
     }
-    t->step++;
+    t->rs.step++;
     AdamConfig ac = {t->cfg.lr, t->cfg.beta1, t->cfg.beta2, t->cfg.eps};
-    adam_step(t->params, t->adam_m, t->adam_v, t->grads, NPARAM, &ac, t->step);
-    if (fault_due("drift", t->step, t->rank))
+    adam_step(t->params, t->adam_m, t->adam_v, t->grads, NPARAM, &ac, t->rs.step);
+    if (fault_due("drift", t->rs.step, t->rank))
         t->params[0] += 1e-3f;
-    if (fault_due("kill", t->step, t->rank))
+    if (fault_due("kill", t->rs.step, t->rank))
         raise(SIGKILL);
     return 0;
 }
 
-static void evaluate(Trainer *t, EvalResult *ev)
+/* Where step st of the epoch starts in this rank's shard. */
+static size_t shard_offset(const Trainer *t, size_t st)
 {
-    stepper_evaluate(t->stepper, t->dist, ev, t->params, t->test_block.images,
+    size_t pos = 0;
+    for (size_t k = 0; k < st; k++) {
+        int f, l;
+        sched_rank_micros(&t->sched, k, t->rank, &f, &l);
+        for (int j = f; j < l; j++)
+            pos += (size_t)sched_micro_size(&t->sched, k, j);
+    }
+    return pos;
+}
+
+enum { EPOCH_DONE = 0, EPOCH_FAILED = -1, EPOCH_STOPPED = 1 };
+
+/* Train epoch rs.epochs_done + 1 from step rs.step_in_epoch on. */
+static int run_epoch(Trainer *t)
+{
+    const TrainConfig *cfg = &t->cfg;
+    RunState *rs = &t->rs;
+    const int epoch = rs->epochs_done + 1;
+    const double t0 = dist_wtime();
+    if (cfg->shuffle)
+        rng_permutation(t->perm, t->sched.n, cfg->seed, (uint64_t)epoch);
+    else
+        for (size_t i = 0; i < t->sched.n; i++)
+            t->perm[i] = (uint32_t)i;
+    exchange_run(&t->xch, &t->train_block, t->perm, t->dist);
+    t->shard_seconds = dist_wtime() - t0;
+    t->stepper->reduce_seconds = 0;
+
+    const int64_t steps = (int64_t)sched_steps(&t->sched);
+    const int64_t run_steps = steps * cfg->epochs;
+    size_t pos = shard_offset(t, (size_t)rs->step_in_epoch);
+    const int64_t first = rs->step_in_epoch;
+    t->samples_run = 0;
+    for (int64_t st = first; st < steps; st++) {
+        StepSums sums = {0, 0, g_stop_signal != 0, -1, 0};
+        if (train_step(t, (size_t)st, t->xch.sample + pos, t->xch.label + pos, &sums) < 0) {
+            msg_job_error("%s; the last complete checkpoint is %s/latest.h5", err_get(),
+                          cfg->checkpoint_dir);
+            return EPOCH_FAILED;
+        }
+        int f, l;
+        sched_rank_micros(&t->sched, (size_t)st, t->rank, &f, &l);
+        for (int j = f; j < l; j++)
+            pos += (size_t)sched_micro_size(&t->sched, (size_t)st, j);
+        const int bs = sched_step_size(&t->sched, (size_t)st);
+        t->samples_run += bs;
+        rs->step_in_epoch = st + 1;
+        rs->epoch_loss_sum += sums.loss_sum;
+        rs->epoch_correct += sums.correct;
+
+        const double now = dist_wtime();
+        if (cfg->metrics_every > 0 && rs->step % cfg->metrics_every == 0)
+            runlog_step(&t->log, epoch, rs->step, sums.loss_sum, sums.correct, bs, now - t0,
+                        t->size);
+        const int64_t seen = st + 1 < steps ? (st + 1) * cfg->batch_size : (int64_t)t->sched.n;
+        const int64_t here = st + 1 - first; /* steps this process ran in this epoch */
+        const int64_t left = run_steps - ((int64_t)rs->epochs_done * steps + st + 1);
+        Progress p = {epoch,
+                      cfg->epochs,
+                      st + 1,
+                      steps,
+                      rs->epoch_loss_sum / (double)seen,
+                      (double)t->samples_run / (now - t0),
+                      (now - t0) / (double)here * (double)left};
+        runlog_progress(&t->log, &p);
+
+        if (sums.stop && st + 1 < steps)
+            return EPOCH_STOPPED;
+        if (cfg->check_every > 0 && rs->step % cfg->check_every == 0 &&
+            check_replicas(t, "during training") < 0)
+            return EPOCH_FAILED;
+        if (cfg->checkpoint_every_steps && rs->step % cfg->checkpoint_every == 0 &&
+            st + 1 < steps) {
+            char name[64];
+            if (save_step_checkpoint(t, name, sizeof name) < 0)
+                return EPOCH_FAILED;
+        }
+        if (sums.stop)
+            return EPOCH_STOPPED; /* at the epoch's very end: the caller finishes it */
+    }
+    return EPOCH_DONE;
+}
+
+/* The epoch is trained: evaluate, record, and checkpoint it when due, when it
+ * is the last, or when the ranks agreed to stop. */
+static int finish_epoch(Trainer *t, double train_seconds, int stopping)
+{
+    RunState *rs = &t->rs;
+    const double t1 = dist_wtime();
+    EvalResult ev;
+    stepper_evaluate(t->stepper, t->dist, &ev, t->params, t->test_block.images,
                      t->test_block.labels, t->test_block.count, t->test_chunks_total);
+    EpochRecord r = {rs->epochs_done + 1, rs->epoch_loss_sum, rs->epoch_correct,
+                     (int64_t)t->sched.n, ev.loss_sum, ev.correct, ev.count, train_seconds,
+                     dist_wtime() - t1, t->shard_seconds, t->stepper->reduce_seconds, t->size,
+                     t->samples_run};
+    /* The metrics line goes first, then the checkpoint: a checkpoint's epoch
+     * always has its line, and a resume drops lines past its checkpoint. */
+    runlog_epoch(&t->log, &r);
+    rs->epochs_done++;
+    rs->step_in_epoch = 0;
+    rs->epoch_loss_sum = 0.0;
+    rs->epoch_correct = 0;
+    const int due = !t->cfg.checkpoint_every_steps
+                        ? rs->epochs_done % t->cfg.checkpoint_every == 0
+                        : 1;
+    if (due || rs->epochs_done == t->cfg.epochs || stopping)
+        return save_epoch_checkpoint(t);
+    return check_replicas(t, "at the end of an epoch");
 }
 
 /* -------------------------------------------------------------- the run */
-
-static int save_weights(Trainer *t, int epoch)
-{
-    int rc = 0;
-    if (t->rank == 0) {
-        char path[4096];
-        snprintf(path, sizeof path, "%s/epoch-%04d.h5", t->cfg.checkpoint_dir, epoch);
-        rc = weights_save(path, t->params);
-    }
-    return dist_agree(t->dist, rc, "writing a checkpoint");
-}
-
-static int open_outputs(Trainer *t)
-{
-    int rc = 0;
-    if (t->rank == 0) {
-        rc = fs_make_dir(t->cfg.checkpoint_dir);
-        if (rc == 0) {
-            char path[4096];
-            snprintf(path, sizeof path, "%s/metrics.jsonl", t->cfg.checkpoint_dir);
-            if (fs_exists(path))
-                msg_warn("%s exists: starting it afresh for this run", path);
-            t->metrics = fopen(path, "w");
-            if (!t->metrics)
-                rc = err_set("%s: cannot write: %s", path, strerror(errno));
-        }
-    }
-    return dist_agree(t->dist, rc, "checkpoint directory");
-}
-
-static void record_epoch(Trainer *t, int epoch, double train_loss_sum, int64_t train_correct,
-                         const EvalResult *ev, double seconds, double eval_seconds)
-{
-    if (t->rank != 0)
-        return;
-    const size_t n = t->sched.n;
-    double train_loss = train_loss_sum / (double)n;
-    double test_loss = ev->loss_sum / (double)ev->count;
-    double acc = (double)ev->correct / (double)ev->count;
-    double sps = seconds > 0 ? (double)n / seconds : 0.0;
-    msg_info("epoch %3d  train_loss %.4f  train_correct %" PRId64 "/%zu  test_loss %.4f  "
-             "test_accuracy %.4f  %.2f s  %.0f samples/s",
-             epoch, train_loss, train_correct, n, test_loss, acc, seconds, sps);
-    if (t->metrics) {
-        fprintf(t->metrics,
-                "{\"type\":\"epoch\",\"epoch\":%d,\"train_loss\":%.17g,\"train_correct\":%" PRId64
-                ",\"train_samples\":%zu,\"test_loss\":%.17g,\"test_correct\":%" PRId64
-                ",\"test_samples\":%" PRId64 ",\"test_accuracy\":%.17g,"
-                "\"seconds\":%.6f,\"samples_per_second\":%.3f,\"eval_seconds\":%.6f,"
-                "\"shard_seconds\":%.6f,\"reduce_seconds\":%.6f,\"ranks\":%d}\n",
-                epoch, train_loss, train_correct, n, test_loss, ev->correct, ev->count, acc, seconds, sps,
-                eval_seconds, t->shard_seconds, t->stepper->reduce_seconds, t->size);
-        t->stepper->reduce_seconds = 0;
-        fflush(t->metrics);
-        fsync(fileno(t->metrics));
-    }
-}
 
 int train_run(const TrainConfig *cfg, Dist *d)
 {
@@ -369,80 +548,86 @@ int train_run(const TrainConfig *cfg, Dist *d)
     t->rank = dist_rank(d);
     t->size = dist_size(d);
     t->data.file = -1;
-#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
-    /* Parallelism comes from dpcnn's own threads, one micro-batch each: a
-     * product's bits must not depend on how many threads OpenBLAS splits it over. */
-    openblas_set_num_threads(1);
-#endif
+    t->log.quiet = 1;
+    runtime_blas_single();
+    install_stop_handlers();
     int status = DPCNN_EXIT_FAILURE;
     if (open_data(t) < 0)
         goto out;
-    t->threads = choose_threads(cfg, d, sched_max_rank_micros(&t->sched));
+    t->threads = runtime_threads(cfg->threads, d, sched_max_rank_micros(&t->sched));
     alloc_state(t);
-    msg_info("dpcnn %s: %d rank%s x %d thread%s; data %s: %zu train, %zu test samples "
-             "(fingerprint %s)",
-             PACKAGE_VERSION, t->size, t->size == 1 ? "" : "s", t->threads,
-             t->threads == 1 ? "" : "s", cfg->data_path, t->sched.n, t->n_test,
-             t->data.fingerprint);
-    msg_info("batch %d (micro-batches of %d), %zu steps per epoch, lr %g, seed %" PRIu64
-             ", %s",
-             cfg->batch_size, cfg->micro_batch, sched_steps(&t->sched), cfg->lr, cfg->seed,
-             cfg->shuffle ? "shuffled" : "not shuffled");
-    report_blas(t);
-
-    /* Identical start everywhere: rank 0 decides, everyone receives. */
-    int rc = 0;
-    if (t->rank == 0) {
-        if (cfg->init_path)
-            rc = weights_load(cfg->init_path, t->params);
-        else
-            model_init(t->params, cfg->seed);
+    define_run(t);
+    if (!cfg->quiet) {
+        msg_info("dpcnn %s: %d rank%s x %d thread%s; data %s: %zu train, %zu test samples "
+                 "(fingerprint %s)",
+                 PACKAGE_VERSION, t->size, t->size == 1 ? "" : "s", t->threads,
+                 t->threads == 1 ? "" : "s", cfg->data_path, t->sched.n, t->n_test,
+                 t->data.fingerprint);
+        msg_info("batch %d (micro-batches of %d), %zu steps per epoch, lr %g, seed %" PRIu64
+                 ", %s, %s reduction",
+                 cfg->batch_size, cfg->micro_batch, sched_steps(&t->sched), cfg->lr, cfg->seed,
+                 cfg->shuffle ? "shuffled" : "not shuffled",
+                 cfg->reduction == REDUCE_EXACT ? "exact" : "float");
+        runtime_report_blas(d, t->threads);
     }
-    if (dist_agree(d, rc, "--init") < 0)
+
+    const int resumed = cfg->resume_path != NULL;
+    if (resumed) {
+        if (resume(t) < 0)
+            goto out;
+        if (t->rs.epochs_done >= cfg->epochs) {
+            msg_info("the run is already complete: %d epochs done, --epochs %d",
+                     t->rs.epochs_done, cfg->epochs);
+            status = DPCNN_EXIT_OK;
+            goto out;
+        }
+    } else {
+        /* Identical start everywhere: rank 0 decides, everyone receives. */
+        int rc = 0;
+        if (t->rank == 0) {
+            if (cfg->init_path)
+                rc = weights_load(cfg->init_path, t->params);
+            else
+                model_init(t->params, cfg->seed);
+        }
+        if (dist_agree(d, rc, "--init") < 0)
+            goto out;
+        dist_bcast(d, t->params, sizeof(float) * NPARAM, 0);
+    }
+    if (prepare_outputs(t, resumed) < 0)
         goto out;
-    dist_bcast(d, t->params, sizeof(float) * NPARAM, 0);
-    if (open_outputs(t) < 0 || save_weights(t, 0) < 0)
+    if (!resumed && save_epoch_checkpoint(t) < 0) /* epoch-0000.h5: the starting point */
         goto out;
 
-    for (int epoch = 1; epoch <= cfg->epochs; epoch++) {
-        double t0 = dist_wtime();
-        if (cfg->shuffle)
-            rng_permutation(t->perm, t->sched.n, cfg->seed, (uint64_t)epoch);
-        else
-            for (size_t i = 0; i < t->sched.n; i++)
-                t->perm[i] = (uint32_t)i;
-        exchange_run(&t->xch, &t->train_block, t->perm, d);
-        t->shard_seconds = dist_wtime() - t0;
-
-        double loss_sum = 0.0;
-        int64_t correct = 0;
-        size_t pos = 0, steps = sched_steps(&t->sched);
-        for (size_t st = 0; st < steps; st++) {
-            StepSums r = {0, 0, 0, -1, 0};
-            if (train_step(t, st, t->xch.sample + pos, t->xch.label + pos, &r) < 0) {
-                msg_job_error("%s; the last complete checkpoint is %s/epoch-%04d.h5", err_get(),
-                              cfg->checkpoint_dir, epoch - 1);
-                goto out;
+    const int64_t steps = (int64_t)sched_steps(&t->sched);
+    while (t->rs.epochs_done < cfg->epochs) {
+        const double t0 = dist_wtime();
+        int r = run_epoch(t);
+        if (r == EPOCH_FAILED)
+            goto out;
+        int stop = r == EPOCH_STOPPED; /* agreed in a step's collective */
+        if (t->rs.step_in_epoch == steps) {
+            if (!stop) { /* a signal may have come during the last step or since: agree */
+                int s[1] = {g_stop_signal != 0};
+                dist_max_int(d, s, 1);
+                stop = s[0];
             }
-            int f, l;
-            sched_rank_micros(&t->sched, st, t->rank, &f, &l);
-            for (int j = f; j < l; j++)
-                pos += (size_t)sched_micro_size(&t->sched, st, j);
-            loss_sum += r.loss_sum;
-            correct += r.correct;
-            if (cfg->check_every > 0 && t->step % cfg->check_every == 0 &&
-                check_replicas(t, "during training") < 0)
+            if (finish_epoch(t, dist_wtime() - t0, stop) < 0)
+                goto out;
+        } else {
+            char name[64];
+            if (save_step_checkpoint(t, name, sizeof name) < 0)
                 goto out;
         }
-        double t1 = dist_wtime();
-        EvalResult ev;
-        evaluate(t, &ev);
-        double t2 = dist_wtime();
-        if (check_replicas(t, "at the end of an epoch") < 0)
+        if (stop) {
+            runlog_notice(&t->log,
+                       "stopped by %s after step %" PRId64 "; checkpoint %s/latest.h5; the "
+                       "same command with --resume %s continues the run",
+                       g_stop_signal ? signal_name(g_stop_signal) : "another rank's signal",
+                       t->rs.step, cfg->checkpoint_dir, cfg->checkpoint_dir);
+            status = DPCNN_EXIT_STOPPED;
             goto out;
-        record_epoch(t, epoch, loss_sum, correct, &ev, t1 - t0, t2 - t1);
-        if (save_weights(t, epoch) < 0)
-            goto out;
+        }
     }
     status = DPCNN_EXIT_OK;
 out:

@@ -61,10 +61,14 @@ ls -A "$T/run" | grep -q tmp && fail "a temporary file was left behind"
 # --epochs 0 writes the initial weights only; --init continues from a file.
 ./dpcnn --data "$DATA" --epochs 0 --limit 100 --test-limit 100 --checkpoint-dir "$T/zero" >/dev/null
 [ "$(ls "$T/zero" | grep -c '^epoch-')" -eq 1 ] || fail "--epochs 0 must write epoch-0000.h5 only"
-cmp "$T/zero/epoch-0000.h5" "$T/run/epoch-0000.h5" || fail "same seed, different initial weights"
+./tests/ckpt_edit "$T/zero/epoch-0000.h5" same-weights "$T/run/epoch-0000.h5" ||
+    fail "same seed, different initial weights"
+./tests/ckpt_edit "$T/zero/epoch-0000.h5" same-weights "$T/run/epoch-0001.h5" &&
+    fail "training did not change the weights"
 ./dpcnn --data "$DATA" --epochs 1 --limit 600 --test-limit 300 --init "$T/run/epoch-0001.h5" \
     --checkpoint-dir "$T/init" >/dev/null
-cmp "$T/init/epoch-0000.h5" "$T/run/epoch-0001.h5" || fail "--init did not start from the file"
+./tests/ckpt_edit "$T/init/epoch-0000.h5" same-weights "$T/run/epoch-0001.h5" ||
+    fail "--init did not start from the file"
 
 # dpcnn-prepare: a bad input names the file, and leaves no output behind.
 expect 1 "$T/nowhere/train-images-idx3-ubyte: cannot open" ./dpcnn-prepare -o "$T/p.h5" "$T/nowhere"

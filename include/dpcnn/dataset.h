@@ -18,7 +18,7 @@
 
 enum { SPLIT_TRAIN = 0, SPLIT_TEST = 1 };
 
-typedef struct {
+typedef struct Dataset {
     char *path;
     int64_t file;                    /* hid_t */
     int64_t images[2], labels[2];    /* hid_t, by split */

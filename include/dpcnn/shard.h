@@ -65,6 +65,13 @@ typedef struct {
     size_t *positions;      /* this rank's epoch positions, ascending */
 } Exchange;
 
+/* The test set is split by evaluation chunks of `chunk` samples (the
+ * micro-batch size), dealt to ranks in contiguous runs: read this rank's part
+ * of the first n test samples. Sets *chunks (this rank's) and *chunks_total. */
+struct Dataset;
+int shard_read_test(Block *out, size_t *chunks, size_t *chunks_total, const struct Dataset *ds,
+                    size_t n, size_t chunk, int rank, int ranks);
+
 void exchange_init(Exchange *x, const Schedule *s, int rank);
 void exchange_free(Exchange *x);
 /* Point x->sample and fill x->label for the epoch whose order is perm,

@@ -9,21 +9,29 @@
 
 typedef struct {
     /* what is trained: these change the result, bit for bit */
-    int epochs;          /* total epochs of the run */
+    int epochs;          /* total epochs of the run (a resumed run counts from its start) */
     int batch_size;      /* global batch, over all ranks */
     int micro_batch;     /* the unit of work and of exact summation */
     double lr, beta1, beta2, eps;
     uint64_t seed;
     int shuffle;
+    int reduction;       /* REDUCE_EXACT (same bits at any rank count) or REDUCE_FLOAT */
     size_t limit;        /* use the first `limit` training samples (0 = all) */
     size_t test_limit;   /* ... and test samples */
     const char *data_path;
-    const char *init_path; /* start from these weights instead of the seed's */
+    const char *init_path;   /* start from these weights instead of the seed's */
+    const char *resume_path; /* continue the run saved here (a checkpoint or its directory) */
+    int override_hparams;    /* let a resumed run change --batch-size and --lr */
     /* how it runs: these never change a bit of the result */
     const char *checkpoint_dir;
+    int checkpoint_every;      /* how often, in the unit below */
+    int checkpoint_every_steps; /* 1: checkpoint_every counts steps; 0: epochs */
+    int keep;                  /* keep the newest N checkpoints (0 = all) */
     int threads;         /* worker threads per rank (0 = one per core of this rank) */
-    int check_every;     /* compare replicas every this many steps (0 = per epoch only) */
-    int reduction;       /* REDUCE_EXACT (same bits at any rank count) or REDUCE_FLOAT */
+    int check_every;     /* compare replicas every this many steps (0 = at checkpoints only) */
+    int quiet;           /* no progress on stdout */
+    int log_every;       /* progress line every N steps when stdout is not a terminal */
+    int metrics_every;   /* a per-step record in metrics.jsonl every N steps (0 = none) */
 } TrainConfig;
 
 void train_config_defaults(TrainConfig *cfg);

@@ -80,6 +80,29 @@ def round_trip_check(init_sd):
     print("round trip: OK (%d tensors)" % len(init_sd))
 
 
+def optimizer_round_trip(net, opt):
+    """The checkpoint layout for Adam's state: write it, read it back with the
+    loader README.md documents, and check every moment and the step survive."""
+    fd, tmp = tempfile.mkstemp(suffix=".h5", prefix="dpcnn_opt_")
+    os.close(fd)
+    try:
+        M.save_h5_checkpoint(net, opt, tmp)
+        fresh = M.Network()
+        fresh.load_state_dict(M.load_h5_state_dict(tmp), strict=True)
+        back = M.load_h5_optimizer(tmp, fresh)
+        a, b = opt.state_dict(), back.state_dict()
+        for i in a["state"]:
+            for k in ("exp_avg", "exp_avg_sq", "step"):
+                if not torch.equal(a["state"][i][k], b["state"][i][k]):
+                    fail("optimizer round trip: %s of parameter %d differs" % (k, i))
+        for k in ("lr", "betas", "eps"):
+            if a["param_groups"][0][k] != b["param_groups"][0][k]:
+                fail("optimizer round trip: %s differs" % k)
+    finally:
+        os.unlink(tmp)
+    print("optimizer round trip: OK (Adam state of %d tensors)" % len(a["state"]))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", nargs="?", default=os.path.join(HERE, "golden.h5"))
@@ -124,6 +147,7 @@ def main():
     loss.backward()
     grads = {k: p.grad.detach().clone() for k, p in net.named_parameters()}
     opt.step()
+    optimizer_round_trip(net, opt)
     step1 = {k: v.detach().clone() for k, v in net.state_dict().items()}
 
     # 10 training steps from init with a fresh Adam.

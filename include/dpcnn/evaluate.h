@@ -1,0 +1,23 @@
+/* dpcnn evaluate CHECKPOINT: test loss and accuracy, accuracy per class, and
+ * the confusion matrix, printed and optionally written as CSV. Runs on any
+ * number of ranks, with the same exact sums as training. */
+#ifndef DPCNN_EVALUATE_H
+#define DPCNN_EVALUATE_H
+
+#include <stddef.h>
+
+#include "dpcnn/dist.h"
+
+typedef struct {
+    const char *weights;   /* a checkpoint or weights file */
+    const char *data_path;
+    const char *csv;       /* where to write the confusion matrix, or NULL */
+    size_t test_limit;
+    int threads, micro_batch;
+} EvalConfig;
+
+/* argv[0] is "evaluate". Same return values as options_parse. */
+int evaluate_parse(EvalConfig *cfg, int argc, char **argv, int speak);
+int evaluate_run(const EvalConfig *cfg, Dist *d);
+
+#endif

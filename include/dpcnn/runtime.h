@@ -1,0 +1,20 @@
+/* The process's compute resources, shared by training and evaluation. */
+#ifndef DPCNN_RUNTIME_H
+#define DPCNN_RUNTIME_H
+
+#include "dpcnn/dist.h"
+
+/* Worker threads for this rank: `asked` if > 0, else the cores this rank may
+ * use (its affinity mask when a launcher bound it, else the node's cores
+ * shared among the ranks on the node); never more than max_useful. */
+int runtime_threads(int asked, Dist *d, int max_useful);
+
+/* OpenBLAS single-threaded: dpcnn's threads each run whole micro-batches, so a
+ * product's bits never depend on how many threads OpenBLAS splits it over. */
+void runtime_blas_single(void);
+
+/* Say which OpenBLAS kernel runs, warn when it is the generic fallback on a
+ * CPU that could do better, and when ranks run different kernels (collective). */
+void runtime_report_blas(Dist *d, int threads);
+
+#endif

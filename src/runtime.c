@@ -1,0 +1,84 @@
+#include "config.h"
+
+#include <cblas.h>
+#include <sched.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dpcnn/error.h"
+#include "dpcnn/runtime.h"
+
+int runtime_threads(int asked, Dist *d, int max_useful)
+{
+    int t = asked;
+    if (t <= 0) {
+        cpu_set_t set;
+        long online = sysconf(_SC_NPROCESSORS_ONLN);
+        int mine = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)online;
+        t = mine >= online ? (int)(online / dist_local_size(d)) : mine;
+    }
+#ifndef _OPENMP
+    t = 1;
+#endif
+    if (t > max_useful)
+        t = max_useful;
+    return t < 1 ? 1 : t;
+}
+
+void runtime_blas_single(void)
+{
+#ifdef HAVE_OPENBLAS_SET_NUM_THREADS
+    openblas_set_num_threads(1);
+#endif
+}
+
+static const char *blas_core(void)
+{
+#ifdef HAVE_OPENBLAS_GET_CORENAME
+    return openblas_get_corename();
+#else
+    return "unknown";
+#endif
+}
+
+/* Debian's OpenBLAS 0.3.21 does not know some recent CPUs and falls back to
+ * its generic SSE3 kernel, about 4x slower than the AVX-512 one. */
+void runtime_report_blas(Dist *d, int threads)
+{
+    const char *core = blas_core();
+    msg_info("OpenBLAS kernel: %s (single-threaded inside each of %d worker thread%s per rank)",
+             core, threads, threads == 1 ? "" : "s");
+    static const char *const generic[] = {"Prescott", "Core2", "Penryn", "Dunnington",
+                                          "Nehalem", "Atom", "Katmai", "Coppermine"};
+    int is_generic = 0;
+    for (size_t i = 0; i < sizeof generic / sizeof generic[0]; i++)
+        is_generic |= strcmp(core, generic[i]) == 0;
+    __builtin_cpu_init();
+    if (dist_rank(d) == 0 && is_generic && __builtin_cpu_supports("avx512f"))
+        msg_warn("this CPU has AVX-512 but OpenBLAS chose its generic %s kernel; matrix "
+                 "products run about 4x faster with OPENBLAS_CORETYPE=SkylakeX in the "
+                 "environment (under mpirun on several nodes add -x OPENBLAS_CORETYPE)",
+                 core);
+    else if (dist_rank(d) == 0 && is_generic && __builtin_cpu_supports("avx2"))
+        msg_warn("this CPU has AVX2 but OpenBLAS chose its generic %s kernel; set "
+                 "OPENBLAS_CORETYPE=Haswell for faster matrix products",
+                 core);
+    /* Different kernels round differently: ranks would then disagree. */
+    uint64_t h = UINT64_C(1469598103934665603);
+    for (const char *p = core; *p; p++)
+        h = (h ^ (uint8_t)*p) * UINT64_C(1099511628211);
+    uint64_t *all = XCALLOC(uint64_t, (size_t)dist_size(d));
+    dist_allgather_u64(d, h, all);
+    for (int r = 1; r < dist_size(d); r++)
+        if (all[r] != all[0]) {
+            if (dist_rank(d) == 0)
+                msg_warn("ranks run different OpenBLAS kernels (rank %d differs from rank 0): "
+                         "results will not be bitwise reproducible; set OPENBLAS_CORETYPE "
+                         "the same everywhere",
+                         r);
+            break;
+        }
+    free(all);
+}

@@ -1,0 +1,167 @@
+#!/bin/sh
+# Checkpoints and resume: an interrupted run continues to the very same bits.
+#  - 2 epochs straight = 1 epoch, then --resume for the second;
+#  - a stop inside an epoch, resumed on another rank count;
+#  - a real signal to a running multi-rank job: a complete checkpoint, exit
+#    status 75, and the resumed run lands on the same bits;
+#  - kill -9 of the whole job while a checkpoint is being written leaves
+#    latest.h5 naming a complete checkpoint;
+#  - damaged, foreign and mismatched checkpoints are refused with the reason,
+#    and leave the good ones as they were;
+#  - dpcnn evaluate prints per-class accuracy and writes the confusion matrix.
+. "${srcdir:-.}/tests/lib.sh"
+ARGS="--data $DATA --threads 1 --limit 2000 --test-limit 300 --metrics-every 4"
+
+strip_metrics() {
+    sed -e 's/"seconds":[^,]*,//; s/"samples_per_second":[^,]*,//' \
+        -e 's/"eval_seconds":[^,]*,//; s/"shard_seconds":[^,]*,//' \
+        -e 's/"reduce_seconds":[^,]*,//; s/,"ranks":[0-9]*//' "$1"
+}
+# same_run DIR_A DIR_B: the files both runs wrote are identical
+same_run() {
+    for f in "$1"/epoch-*.h5; do
+        cmp "$f" "$2/$(basename "$f")" || fail "$(basename "$f") differs between $1 and $2"
+    done
+    strip_metrics "$1/metrics.jsonl" >"$T/ma"
+    strip_metrics "$2/metrics.jsonl" >"$T/mb"
+    cmp "$T/ma" "$T/mb" || { diff "$T/ma" "$T/mb" | head; fail "metrics differ: $1 vs $2"; }
+}
+
+# The uninterrupted reference: 3 epochs of 20 steps.
+./dpcnn $ARGS --epochs 3 --checkpoint-dir "$T/straight" --quiet
+[ "$(readlink "$T/straight/latest.h5")" = epoch-0003.h5 ] || fail "latest.h5 should name epoch-0003.h5"
+grep -q '"type":"step"' "$T/straight/metrics.jsonl" || fail "no per-step records"
+
+# 1 epoch, then the same command with --epochs 3 --resume.
+./dpcnn $ARGS --epochs 1 --checkpoint-dir "$T/split" --quiet
+./dpcnn $ARGS --epochs 3 --resume "$T/split" --quiet
+same_run "$T/straight" "$T/split"
+echo "resume at an epoch boundary: identical"
+
+# Stop inside an epoch (a step checkpoint every 7 steps), resume from the
+# middle of epoch 2 on 3 ranks, then finish on 2.
+./dpcnn $ARGS --epochs 2 --checkpoint-every 7s --checkpoint-dir "$T/mid" --quiet
+[ -e "$T/mid/step-00000028.h5" ] || fail "no step checkpoint"
+rm "$T/mid/epoch-0002.h5"
+mpirun -np 3 ./dpcnn $ARGS --epochs 2 --resume "$T/mid/step-00000028.h5" --quiet
+mpirun -np 2 ./dpcnn $ARGS --epochs 3 --resume "$T/mid" --quiet
+same_run "$T/straight" "$T/mid"
+echo "resume inside an epoch, on other rank counts: identical"
+
+# A real signal to a running 2-rank job: SIGUSR1 (mpirun forwards it), sent
+# once the first epoch is done. A bigger run, so the signal lands mid-run.
+BIG="--data $DATA --threads 1 --limit 6000 --test-limit 300"
+./dpcnn $BIG --epochs 4 --checkpoint-dir "$T/big" --quiet
+mpirun -np 2 ./dpcnn $BIG --epochs 4 --checkpoint-dir "$T/sig" --quiet >"$T/sig.log" 2>&1 &
+job=$!
+i=0
+while [ ! -e "$T/sig/epoch-0001.h5" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
+kill -USR1 "$job"
+set +e
+wait "$job"
+status=$?
+set -e
+echo "SIGUSR1 to mpirun: exit status $status, latest.h5 -> $(readlink "$T/sig/latest.h5")"
+[ "$status" -eq 75 ] || { cat "$T/sig.log"; fail "expected exit status 75"; }
+grep -q "stopped by SIGUSR1" "$T/sig.log" || fail "no stop message"
+[ "$(readlink "$T/sig/latest.h5")" != epoch-0004.h5 ] || fail "the signal came too late to test"
+mpirun -np 4 ./dpcnn $BIG --epochs 4 --resume "$T/sig" --quiet
+same_run "$T/big" "$T/sig"
+echo "stopped by a signal, resumed on 4 ranks: identical"
+
+# SIGTERM to a single process: the same stop.
+./dpcnn $BIG --epochs 4 --checkpoint-dir "$T/term" --quiet &
+job=$!
+i=0
+while [ ! -e "$T/term/epoch-0001.h5" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
+kill -TERM "$job"
+set +e
+wait "$job"
+status=$?
+set -e
+[ "$status" -eq 75 ] || fail "SIGTERM: expected exit status 75, got $status"
+./dpcnn $BIG --epochs 4 --resume "$T/term" --quiet
+same_run "$T/big" "$T/term"
+echo "SIGTERM to one process, resumed: identical"
+
+# kill -9 of the whole job halfway through writing the step-10 checkpoint.
+set +e
+DPCNN_FAULT=killwrite@10:0 mpirun -np 2 ./dpcnn $ARGS --epochs 3 --checkpoint-every 5s \
+    --checkpoint-dir "$T/crash" --quiet >"$T/crash.log" 2>&1
+status=$?
+set -e
+[ "$status" -ne 0 ] || fail "the job survived its rank 0 being killed"
+ls -A "$T/crash" | grep -q '\.tmp\.' || fail "the half-written file is missing: the fault did not fire"
+[ "$(readlink "$T/crash/latest.h5")" = step-00000005.h5 ] ||
+    fail "latest.h5 -> $(readlink "$T/crash/latest.h5"), expected step-00000005.h5"
+./dpcnn evaluate "$T/crash/latest.h5" --data "$DATA" --test-limit 100 >/dev/null ||
+    fail "latest.h5 does not load after the crash"
+./dpcnn $ARGS --epochs 3 --resume "$T/crash" --quiet
+ls -A "$T/crash" | grep -q '\.tmp\.' && fail "the stale temporary file was not cleaned up"
+same_run "$T/straight" "$T/crash"
+echo "killed while writing a checkpoint: latest.h5 complete, resumed: identical"
+
+# And with no help from a fault hook: kill -9 every process of a job that
+# checkpoints every step, at an arbitrary moment; latest.h5 must still load.
+mpirun -np 2 ./dpcnn $BIG --epochs 50 --checkpoint-every 1s --keep 3 \
+    --checkpoint-dir "$T/random" --quiet >/dev/null 2>&1 &
+job=$!
+i=0
+while [ ! -e "$T/random/step-00000030.h5" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
+pkill -KILL -f "checkpoint-dir $T/random" || true
+wait "$job" || true
+./dpcnn evaluate "$T/random/latest.h5" --data "$DATA" --test-limit 100 >/dev/null ||
+    fail "latest.h5 does not load after kill -9"
+[ "$(ls "$T/random" | grep -c '^step-')" -le 4 ] || fail "--keep 3 did not bound the files"
+echo "kill -9 at a random moment: latest.h5 -> $(readlink "$T/random/latest.h5") loads"
+
+# Refusals, each with its reason; the good checkpoints stay untouched.
+sums_before=$(cksum "$T/straight"/*.h5)
+refuse() {
+    needle=$1; shift
+    set +e
+    "$@" >"$T/out" 2>&1
+    got=$?
+    set -e
+    echo "refused ($got): $(grep -m1 error "$T/out")"
+    [ "$got" -eq 1 ] || { cat "$T/out"; fail "expected status 1, got $got"; }
+    grep -qF -- "$needle" "$T/out" || { cat "$T/out"; fail "message lacks '$needle'"; }
+}
+cp "$T/straight/epoch-0002.h5" "$T/trunc.h5"
+truncate -s 100000 "$T/trunc.h5"
+refuse "trunc.h5" ./dpcnn $ARGS --epochs 3 --resume "$T/trunc.h5" --checkpoint-dir "$T/x1"
+cp "$T/straight/epoch-0002.h5" "$T/flip.h5"
+./tests/ckpt_edit "$T/flip.h5" flip
+refuse "damaged: its contents do not match its digest" \
+    ./dpcnn $ARGS --epochs 3 --resume "$T/flip.h5" --checkpoint-dir "$T/x2"
+cp "$T/straight/epoch-0002.h5" "$T/shape.h5"
+./tests/ckpt_edit "$T/shape.h5" reshape fc1.weight
+refuse "fc1.weight has shape [7,3], expected [120,192]" \
+    ./dpcnn $ARGS --epochs 3 --resume "$T/shape.h5" --checkpoint-dir "$T/x3"
+cp "$T/straight/epoch-0002.h5" "$T/noopt.h5"
+./tests/ckpt_edit "$T/noopt.h5" drop-optimizer
+refuse "/optimizer is missing" ./dpcnn $ARGS --epochs 3 --resume "$T/noopt.h5" --checkpoint-dir "$T/x4"
+refuse "not a dpcnn checkpoint" ./dpcnn $ARGS --epochs 3 --resume "$DATA" --checkpoint-dir "$T/x5"
+refuse "was made from other data" ./dpcnn $ARGS --limit 1000 --epochs 3 --resume "$T/straight/epoch-0002.h5" \
+    --checkpoint-dir "$T/x6"
+refuse "was made with --seed 0, this run asks for 7" \
+    ./dpcnn $ARGS --seed 7 --epochs 3 --resume "$T/straight/epoch-0002.h5" --checkpoint-dir "$T/x7"
+refuse "add --override-hparams" \
+    ./dpcnn $ARGS --batch-size 50 --epochs 3 --resume "$T/straight/epoch-0002.h5" --checkpoint-dir "$T/x8"
+refuse "add --override-hparams" \
+    ./dpcnn $ARGS --lr 0.02 --epochs 3 --resume "$T/straight" --checkpoint-dir "$T/x9"
+[ "$(cksum "$T/straight"/*.h5)" = "$sums_before" ] || fail "a refused resume changed a checkpoint"
+./dpcnn $ARGS --batch-size 50 --override-hparams --epochs 3 --resume "$T/straight/epoch-0002.h5" \
+    --checkpoint-dir "$T/x10" --quiet || fail "--override-hparams at an epoch boundary"
+echo "damaged and mismatched checkpoints refused"
+
+# The model's results: per-class accuracy and the confusion matrix as CSV.
+./dpcnn evaluate "$T/straight/latest.h5" --data "$DATA" --csv "$T/confusion.csv" >"$T/eval.txt"
+cat "$T/eval.txt"
+for class in "T-shirt/top" Trouser Pullover Dress Coat Sandal Shirt Sneaker Bag "Ankle boot"; do
+    grep -q "^$class " "$T/eval.txt" || fail "no accuracy line for $class"
+done
+[ "$(wc -l <"$T/confusion.csv")" -eq 11 ] || fail "confusion.csv should have 11 lines"
+total=$(tail -n +2 "$T/confusion.csv" | cut -d, -f2- | tr ',' '\n' | awk '{s += $1} END {print s}')
+[ "$total" -eq 10000 ] || fail "the confusion matrix counts $total images, not 10000"
+echo "test_resume: all passed"
