@@ -135,11 +135,11 @@ static uint64_t fnv(uint64_t h, const void *data, size_t n)
 static void describe(char *buf, size_t n, const RunState *rs)
 {
     snprintf(buf, n,
-             "seed=%" PRIu64 " batch_size=%d micro_batch=%d shuffle=%d reduction=%d "
+             "seed=%" PRIu64 " batch_size=%d micro_batch=%d shuffle=%d reduction=%d warmup=%d "
              "lr=%.17g beta1=%.17g beta2=%.17g eps=%.17g train_samples=%zu test_samples=%zu "
              "data=%s epochs_done=%d step_in_epoch=%" PRId64 " step=%" PRId64
              " loss_sum=%.17g correct=%" PRId64,
-             rs->seed, rs->batch_size, rs->micro_batch, rs->shuffle, rs->reduction, rs->lr,
+             rs->seed, rs->batch_size, rs->micro_batch, rs->shuffle, rs->reduction, rs->warmup, rs->lr,
              rs->beta1, rs->beta2, rs->eps, rs->train_samples, rs->test_samples,
              rs->data_fingerprint, rs->epochs_done, rs->step_in_epoch, rs->step,
              rs->epoch_loss_sum, rs->epoch_correct);
@@ -191,6 +191,7 @@ static int write_state(hid_t f, const float *m, const float *v, const RunState *
         {"micro_batch", rs->micro_batch},
         {"shuffle", rs->shuffle},
         {"reduction", rs->reduction},
+        {"warmup", rs->warmup},
         {"train_samples", (long long)rs->train_samples},
         {"test_samples", (long long)rs->test_samples},
         {"epochs_done", rs->epochs_done},
@@ -225,15 +226,7 @@ int checkpoint_save(const char *path, const float *params, const float *adam_m,
         rc = write_state(f, adam_m, adam_v, rs);
     if (rc == 0)
         rc = h5_write_attr_string(f, "digest", dg);
-    if (H5Fclose(f) < 0 && rc == 0)
-        rc = err_set("cannot close: %s", h5_error_text());
-    if (rc < 0) {
-        char why[1024];
-        snprintf(why, sizeof why, "%s", err_get());
-        unlink(tmp);
-        return err_set("%s: %s", path, why);
-    }
-    return fs_commit(tmp, path);
+    return h5_close_commit(f, rc, tmp, path);
 }
 
 static int read_ll(hid_t f, const char *path, const char *name, long long *v)
@@ -300,6 +293,7 @@ int checkpoint_load(const char *path, float *params, float *adam_m, float *adam_
         {"seed", NULL}, {"batch_size", NULL}, {"micro_batch", NULL}, {"shuffle", NULL},
         {"reduction", NULL}, {"train_samples", NULL}, {"test_samples", NULL},
         {"epochs_done", NULL}, {"step_in_epoch", NULL}, {"step", NULL}, {"epoch_correct", NULL},
+        {"warmup", NULL},
     };
     long long val[sizeof ints / sizeof ints[0]];
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
@@ -316,6 +310,7 @@ int checkpoint_load(const char *path, float *params, float *adam_m, float *adam_
     rs->step_in_epoch = val[8];
     rs->step = val[9];
     rs->epoch_correct = val[10];
+    rs->warmup = (int)val[11];
     if (h5_read_attr_double(f, "lr", &rs->lr) < 0 || h5_read_attr_double(f, "beta1", &rs->beta1) < 0 ||
         h5_read_attr_double(f, "beta2", &rs->beta2) < 0 || h5_read_attr_double(f, "eps", &rs->eps) < 0 ||
         h5_read_attr_double(f, "epoch_loss_sum", &rs->epoch_loss_sum) < 0 ||

@@ -110,15 +110,7 @@ int dataset_write(const char *path, const SplitData *train, const SplitData *tes
         rc = h5_write_attr_string(f, "source", source);
     if (rc == 0)
         rc = h5_write_attr_string(f, "fingerprint", fp);
-    if (H5Fclose(f) < 0 && rc == 0)
-        rc = err_set("%s: cannot close: %s", tmp, h5_error_text());
-    if (rc < 0) {
-        char why[1024];
-        snprintf(why, sizeof why, "%s", err_get());
-        unlink(tmp);
-        return err_set("%s: %s", path, why);
-    }
-    return fs_commit(tmp, path);
+    return h5_close_commit(f, rc, tmp, path);
 }
 
 /* Check one array: unsigned 8-bit integers with the expected rank and sides. */

@@ -2,8 +2,10 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dpcnn/error.h"
+#include "dpcnn/fsutil.h"
 #include "dpcnn/h5util.h"
 
 void h5_quiet(void)
@@ -169,4 +171,17 @@ int h5_dataset_dims(hid_t file, const char *name, int *ndim, hsize_t dims[8])
         return -1;
     *ndim = r;
     return 0;
+}
+
+int h5_close_commit(hid_t f, int rc, const char *tmp, const char *path)
+{
+    if (H5Fclose(f) < 0 && rc == 0)
+        rc = err_set("%s: cannot close: %s", tmp, h5_error_text());
+    if (rc < 0) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", err_get());
+        unlink(tmp);
+        return err_set("%s: %s", path, why);
+    }
+    return fs_commit(tmp, path);
 }

@@ -26,6 +26,8 @@ void options_usage(FILE *f)
         "  --batch-size N      global batch over all ranks (default 100)\n"
         "  --micro-batch N     samples per micro-batch, the unit of work (default 25)\n"
         "  --lr X              Adam learning rate (default 0.01)\n"
+        "  --warmup N          raise the learning rate linearly over the first N steps\n"
+        "                      (default 0: none)\n"
         "  --seed N            seed of the initial weights and the epoch orders (default 0)\n"
         "  --no-shuffle        visit the training set in file order every epoch\n"
         "  --limit N           train on the first N training samples only\n"
@@ -113,13 +115,14 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
     enum {
         O_EPOCHS = 256, O_BATCH, O_MICRO, O_LR, O_SEED, O_DATA, O_NO_SHUFFLE, O_CKPT, O_INIT,
         O_THREADS, O_LIMIT, O_TEST_LIMIT, O_CHECK_EVERY, O_REDUCTION, O_RESUME, O_OVERRIDE,
-        O_CKPT_EVERY, O_KEEP, O_QUIET, O_LOG_EVERY, O_METRICS_EVERY,
+        O_CKPT_EVERY, O_KEEP, O_QUIET, O_LOG_EVERY, O_METRICS_EVERY, O_WARMUP,
     };
     static const struct option opts[] = {
         {"epochs", required_argument, 0, O_EPOCHS},
         {"batch-size", required_argument, 0, O_BATCH},
         {"micro-batch", required_argument, 0, O_MICRO},
         {"lr", required_argument, 0, O_LR},
+        {"warmup", required_argument, 0, O_WARMUP},
         {"seed", required_argument, 0, O_SEED},
         {"data", required_argument, 0, O_DATA},
         {"no-shuffle", no_argument, 0, O_NO_SHUFFLE},
@@ -239,6 +242,12 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
             cfg->checkpoint_every_steps = steps;
             break;
         }
+        case O_WARMUP:
+            if (parse_int(optarg, 0, 1 << 30, &v) < 0)
+                return usage_error(speak, "%s: expected a whole number of steps >= 0, got '%s'",
+                                   "--warmup", optarg);
+            cfg->warmup = (int)v;
+            break;
         case O_KEEP:
         case O_LOG_EVERY:
         case O_METRICS_EVERY: {

@@ -183,6 +183,7 @@ static void define_run(Trainer *t)
     rs->micro_batch = t->cfg.micro_batch;
     rs->shuffle = t->cfg.shuffle;
     rs->reduction = t->cfg.reduction;
+    rs->warmup = t->cfg.warmup;
     rs->lr = t->cfg.lr;
     rs->beta1 = t->cfg.beta1;
     rs->beta2 = t->cfg.beta2;
@@ -224,6 +225,7 @@ static int check_same_run(const RunState *ck, const RunState *now, const char *p
     SAME(micro_batch, "--micro-batch", "%d");
     SAME(shuffle, "shuffle", "%d");
     SAME(reduction, "--reduction", "%d");
+    SAME(warmup, "--warmup", "%d");
     SAME(beta1, "beta1", "%g");
     SAME(beta2, "beta2", "%g");
     SAME(eps, "eps", "%g");
@@ -413,7 +415,12 @@ static int train_step(Trainer *t, size_t st, const uint8_t *const *images,
                        t->rs.epochs_done + 1, st + 1, where);
     }
     t->rs.step++;
-    AdamConfig ac = {t->cfg.lr, t->cfg.beta1, t->cfg.beta2, t->cfg.eps};
+    /* Linear warm-up: lr * t / warmup for the first steps (the usual remedy
+     * when a large global batch comes with a scaled-up learning rate). */
+    double lr = t->cfg.lr;
+    if (t->rs.step < t->cfg.warmup)
+        lr = t->cfg.lr * (double)t->rs.step / (double)t->cfg.warmup;
+    AdamConfig ac = {lr, t->cfg.beta1, t->cfg.beta2, t->cfg.eps};
     adam_step(t->params, t->adam_m, t->adam_v, t->grads, NPARAM, &ac, t->rs.step);
     if (fault_due("drift", t->rs.step, t->rank))
         t->params[0] += 1e-3f;

@@ -35,6 +35,12 @@ for flag in $(sed -n 's/.*{"\([a-z-]*\)", [a-z_]*argument.*/\1/p' "${srcdir:-.}/
     grep -q -- "--$flag" "$T/help" || fail "--help does not document --$flag"
 done
 ./dpcnn --version | grep -q "^dpcnn [0-9]" || fail "--version"
+# ... and so does the man page, every flag of --help and of evaluate's --help.
+sed 's/\\-/-/g; s/\\f[BIRP]//g' "${srcdir:-.}/doc/dpcnn.1" >"$T/man"
+./dpcnn evaluate --help >"$T/evalhelp"
+for flag in $(grep -o -- '--[a-z][a-z-]*' "$T/help" "$T/evalhelp" | cut -d: -f2 | sort -u); do
+    grep -q -- "$flag" "$T/man" || fail "the man page does not document $flag"
+done
 
 # Bad paths: status 1 within seconds, one message.
 expect 1 "no such file" ./dpcnn --data "$T/absent.h5"

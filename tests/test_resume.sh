@@ -48,19 +48,27 @@ mpirun -np 2 ./dpcnn $ARGS --epochs 3 --resume "$T/mid" --quiet
 same_run "$T/straight" "$T/mid"
 echo "resume inside an epoch, on other rank counts: identical"
 
+# stop_after_epoch1 SIGNAL DIR CMD...: start CMD in the background, send it SIGNAL
+# once DIR/epoch-0001.h5 exists, and leave its exit status in $status.
+stop_after_epoch1() {
+    sig=$1 dir=$2
+    shift 2
+    "$@" >"$dir.log" 2>&1 &
+    job=$!
+    i=0
+    while [ ! -e "$dir/epoch-0001.h5" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
+    kill -"$sig" "$job"
+    set +e
+    wait "$job"
+    status=$?
+    set -e
+}
+
 # A real signal to a running 2-rank job: SIGUSR1 (mpirun forwards it), sent
 # once the first epoch is done. A bigger run, so the signal lands mid-run.
 BIG="--data $DATA --threads 1 --limit 6000 --test-limit 300"
 ./dpcnn $BIG --epochs 4 --checkpoint-dir "$T/big" --quiet
-mpirun -np 2 ./dpcnn $BIG --epochs 4 --checkpoint-dir "$T/sig" --quiet >"$T/sig.log" 2>&1 &
-job=$!
-i=0
-while [ ! -e "$T/sig/epoch-0001.h5" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
-kill -USR1 "$job"
-set +e
-wait "$job"
-status=$?
-set -e
+stop_after_epoch1 USR1 "$T/sig" mpirun -np 2 ./dpcnn $BIG --epochs 4 --checkpoint-dir "$T/sig" --quiet
 echo "SIGUSR1 to mpirun: exit status $status, latest.h5 -> $(readlink "$T/sig/latest.h5")"
 [ "$status" -eq 75 ] || { cat "$T/sig.log"; fail "expected exit status 75"; }
 grep -q "stopped by SIGUSR1" "$T/sig.log" || fail "no stop message"
@@ -70,15 +78,7 @@ same_run "$T/big" "$T/sig"
 echo "stopped by a signal, resumed on 4 ranks: identical"
 
 # SIGTERM to a single process: the same stop.
-./dpcnn $BIG --epochs 4 --checkpoint-dir "$T/term" --quiet &
-job=$!
-i=0
-while [ ! -e "$T/term/epoch-0001.h5" ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
-kill -TERM "$job"
-set +e
-wait "$job"
-status=$?
-set -e
+stop_after_epoch1 TERM "$T/term" ./dpcnn $BIG --epochs 4 --checkpoint-dir "$T/term" --quiet
 [ "$status" -eq 75 ] || fail "SIGTERM: expected exit status 75, got $status"
 ./dpcnn $BIG --epochs 4 --resume "$T/term" --quiet
 same_run "$T/big" "$T/term"

@@ -29,7 +29,7 @@
 typedef struct {
     /* definition */
     uint64_t seed;
-    int batch_size, micro_batch, shuffle, reduction;
+    int batch_size, micro_batch, shuffle, reduction, warmup;
     double lr, beta1, beta2, eps;
     size_t train_samples, test_samples; /* after --limit / --test-limit */
     char data_fingerprint[32];

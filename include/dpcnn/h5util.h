@@ -21,6 +21,11 @@ int h5_read_attr_double(hid_t obj, const char *name, double *value);
 int h5_read_attr_int64(hid_t obj, const char *name, long long *value);
 int h5_has_attr(hid_t obj, const char *name);
 
+/* Finish a file written under the temporary name tmp: close it; if writing
+ * failed (rc < 0) or the close fails, remove it and report the error against
+ * path, else flush it and rename it to path (fs_commit). */
+int h5_close_commit(hid_t f, int rc, const char *tmp, const char *path);
+
 /* Rank and dims of a dataset; -1 if it is not there. */
 int h5_dataset_dims(hid_t file, const char *name, int *ndim, hsize_t dims[8]);
 

@@ -13,6 +13,7 @@ typedef struct {
     int batch_size;      /* global batch, over all ranks */
     int micro_batch;     /* the unit of work and of exact summation */
     double lr, beta1, beta2, eps;
+    int warmup;          /* steps of linear learning-rate warm-up (0 = none) */
     uint64_t seed;
     int shuffle;
     int reduction;       /* REDUCE_EXACT (same bits at any rank count) or REDUCE_FLOAT */

@@ -65,6 +65,36 @@ int main(int argc, char **argv)
         printf("ranks %d, %d micro-batches per step: combining one step's gradients takes "
                "%.1f us exact, %.1f us float (median of %d; rank 0)\n",
                P, total, 1e6 * med[0], 1e6 * med[1], reps);
+
+    /* The collectives alone, for the scaling model: a latency-bound one (the
+     * exact mode's agreement on 13 integers) and the gradient-sized ones. */
+    int ctl[13] = {0};
+    int64_t *i64 = calloc(MODEL_NUM_PARAMS, sizeof(int64_t));
+    float *f32 = calloc(MODEL_NUM_PARAMS, sizeof(float));
+    double col[3];
+    for (int kind = 0; kind < 3; kind++) {
+        double *t = calloc((size_t)reps, sizeof(double));
+        for (int i = 0; i < reps; i++) {
+            dist_barrier(d);
+            double t0 = dist_wtime();
+            if (kind == 0)
+                dist_max_int(d, ctl, 13);
+            else if (kind == 1)
+                dist_sum_float(d, f32, MODEL_NUM_PARAMS);
+            else
+                dist_sum_int64(d, i64, MODEL_NUM_PARAMS);
+            t[i] = dist_wtime() - t0;
+        }
+        qsort(t, (size_t)reps, sizeof(double), cmp);
+        col[kind] = t[reps / 2];
+        free(t);
+    }
+    if (r == 0)
+        printf("ranks %d: MPI_Allreduce of 13 ints %.1f us, of %zu floats %.1f us, of %zu "
+               "int64 %.1f us\n",
+               P, 1e6 * col[0], MODEL_NUM_PARAMS, 1e6 * col[1], MODEL_NUM_PARAMS, 1e6 * col[2]);
+    free(i64);
+    free(f32);
     free(grads);
     dist_finalize(d);
     return 0;
