@@ -69,6 +69,28 @@ void maxpool2_backward(float *dx, const float *dy, const int32_t *arg, int n, in
     }
 }
 
+void relu_maxpool2_forward(float *y, int32_t *arg, const float *x, int n, int C, int H, int W)
+{
+    maxpool2_forward(y, arg, x, n, C, H, W);
+    const size_t out = (size_t)n * C * (H / 2) * (W / 2);
+    for (size_t k = 0; k < out; k++) /* x < 0 ? 0 : x, as relu_forward: NaN passes */
+        y[k] = y[k] < 0.0f ? 0.0f : y[k];
+}
+
+void relu_maxpool2_backward(float *dx, const float *dy, const float *y, const int32_t *arg,
+                            int n, int C, int H, int W)
+{
+    const size_t out = (size_t)(H / 2) * (W / 2);
+    for (size_t plane = 0; plane < (size_t)n * C; plane++) {
+        float *dxp = dx + plane * H * W;
+        for (size_t k = 0; k < out; k++) {
+            const size_t o = plane * out + k;
+            const float g = dy[o];
+            dxp[arg[o]] += y[o] > 0.0f ? g : 0.0f;
+        }
+    }
+}
+
 /* The reference recomputes the winner from x rather than trusting arg. */
 static int winner_ref(const double *xp, int W, int i, int j)
 {

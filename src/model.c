@@ -73,24 +73,23 @@ Workspace *workspace_create(int max_n)
     Workspace *ws = XCALLOC(Workspace, 1);
     const size_t n = (size_t)max_n;
     ws->max_n = max_n;
-    size_t col1 = conv2d_col_floats(max_n, 1, 28, 28, 5);
-    size_t col2 = conv2d_col_floats(max_n, 6, 12, 12, 5);
+    /* im2col scratch for one sample: the backward pass does not need it */
+    size_t col1 = conv2d_col_floats(1, 1, 28, 28, 5);
+    size_t col2 = conv2d_col_floats(1, 6, 12, 12, 5);
     size_t tmp1 = conv2d_tmp_floats(max_n, 1, 28, 28, 6, 5);
     size_t tmp2 = conv2d_tmp_floats(max_n, 6, 12, 12, 12, 5);
     size_t tmp = tmp1 > tmp2 ? tmp1 : tmp2;
     /* forward activations, then their gradients (contiguous: one memset) */
-    size_t fwd = n * (S_X + 2 * S_C1 + S_P1 + 2 * S_C2 + S_P2 + 2 * S_F1 + 2 * S_F2 + 2 * S_OUT);
-    size_t bwd = n * (2 * S_C1 + S_P1 + 2 * S_C2 + S_P2 + 2 * S_F1 + 2 * S_F2 + S_OUT);
+    size_t fwd = n * (S_X + S_C1 + S_P1 + S_C2 + S_P2 + 2 * S_F1 + 2 * S_F2 + 2 * S_OUT);
+    size_t bwd = n * (S_P1 + S_P2 + 2 * S_F1 + 2 * S_F2 + S_OUT);
     ws->mem = XCALLOC(float, fwd + bwd + col1 + col2 + tmp);
     ws->mem32 = XCALLOC(int32_t, n * (S_P1 + S_P2));
     float *p = ws->mem;
 #define TAKE(field, count) (ws->field = p, p += (count))
     TAKE(x, n * S_X);
     TAKE(c1, n * S_C1);
-    TAKE(r1, n * S_C1);
     TAKE(p1, n * S_P1);
     TAKE(c2, n * S_C2);
-    TAKE(r2, n * S_C2);
     TAKE(p2, n * S_P2);
     TAKE(f1, n * S_F1);
     TAKE(g1, n * S_F1);
@@ -99,11 +98,7 @@ Workspace *workspace_create(int max_n)
     TAKE(logits, n * S_OUT);
     TAKE(probs, n * S_OUT);
     ws->act_grads = p;
-    TAKE(dc1, n * S_C1);
-    TAKE(dr1, n * S_C1);
     TAKE(dp1, n * S_P1);
-    TAKE(dc2, n * S_C2);
-    TAKE(dr2, n * S_C2);
     TAKE(dp2, n * S_P2);
     TAKE(df1, n * S_F1);
     TAKE(dg1, n * S_F1);
@@ -132,10 +127,6 @@ void workspace_free(Workspace *ws)
 #define W(t) (params + model_tensors[t].offset)
 #define G(t) (grads + model_tensors[t].offset)
 
-/* Per-sample column buffers of the two convolutions. */
-#define COL1 (25 * 24 * 24)
-#define COL2 (150 * 8 * 8)
-
 /* The convolutional part runs sample by sample: conv, ReLU and pool of one
  * sample follow each other while its activations are still in cache (a whole
  * micro-batch of them would not fit). The fully connected part runs on the
@@ -151,19 +142,17 @@ double model_forward(Workspace *ws, const float *params, const uint8_t *images,
         /* The tutorial's ToTensor: float(pixel) / 255, a division as PyTorch does it. */
         for (int i = 0; i < S_X; i++)
             x[i] = (float)images[(size_t)s * S_X + i] / 255.0f;
-        float *c1 = ws->c1 + (size_t)s * S_C1, *r1 = ws->r1 + (size_t)s * S_C1;
-        float *p1 = ws->p1 + (size_t)s * S_P1;
-        conv2d_forward(c1, ws->col1 + (size_t)s * COL1, ws->tmp, x, W(T_CONV1_W),
+        float *c1 = ws->c1 + (size_t)s * S_C1, *p1 = ws->p1 + (size_t)s * S_P1;
+        conv2d_forward(c1, ws->col1, ws->tmp, x, W(T_CONV1_W),
                        W(T_CONV1_B), 1, 1, 28, 28, 6, 5);
-        relu_forward(r1, c1, S_C1);
-        maxpool2_forward(p1, ws->arg1 + (size_t)s * S_P1, r1, 1, 6, 24, 24);
+        /* ReLU then max-pool in one pass (layers.h: bitwise the same as two) */
+        relu_maxpool2_forward(p1, ws->arg1 + (size_t)s * S_P1, c1, 1, 6, 24, 24);
 
-        float *c2 = ws->c2 + (size_t)s * S_C2, *r2 = ws->r2 + (size_t)s * S_C2;
-        conv2d_forward(c2, ws->col2 + (size_t)s * COL2, ws->tmp, p1, W(T_CONV2_W),
+        float *c2 = ws->c2 + (size_t)s * S_C2;
+        conv2d_forward(c2, ws->col2, ws->tmp, p1, W(T_CONV2_W),
                        W(T_CONV2_B), 1, 6, 12, 12, 12, 5);
-        relu_forward(r2, c2, S_C2);
-        maxpool2_forward(ws->p2 + (size_t)s * S_P2, ws->arg2 + (size_t)s * S_P2, r2, 1, 12, 8,
-                         8);
+        relu_maxpool2_forward(ws->p2 + (size_t)s * S_P2, ws->arg2 + (size_t)s * S_P2, c2, 1, 12,
+                              8, 8);
     }
 
     /* p2 [n,12,4,4] is already the flattened [n,192], in PyTorch's order. */
@@ -192,18 +181,10 @@ void model_backward(float *grads, Workspace *ws, const float *params, const uint
     linear_backward(ws->dp2, G(T_FC1_W), G(T_FC1_B), ws->df1, ws->p2, W(T_FC1_W), n, S_P2,
                     S_F1);
 
-    for (int s = 0; s < n; s++) {
-        const size_t o2 = (size_t)s * S_C2, o1 = (size_t)s * S_C1, q1 = (size_t)s * S_P1;
-        maxpool2_backward(ws->dr2 + o2, ws->dp2 + (size_t)s * S_P2, ws->arg2 + (size_t)s * S_P2,
-                          1, 12, 8, 8);
-        relu_backward(ws->dc2 + o2, ws->dr2 + o2, ws->r2 + o2, S_C2);
-        conv2d_backward(ws->dp1 + q1, G(T_CONV2_W), G(T_CONV2_B), ws->tmp, ws->dc2 + o2,
-                        ws->col2 + (size_t)s * COL2, W(T_CONV2_W), 1, 6, 12, 12, 12, 5);
-
-        maxpool2_backward(ws->dr1 + o1, ws->dp1 + q1, ws->arg1 + q1, 1, 6, 24, 24);
-        relu_backward(ws->dc1 + o1, ws->dr1 + o1, ws->r1 + o1, S_C1);
-        /* conv1's input is the image: no gradient wanted, dx = NULL. */
-        conv2d_backward(NULL, G(T_CONV1_W), G(T_CONV1_B), ws->tmp, ws->dc1 + o1,
-                        ws->col1 + (size_t)s * COL1, W(T_CONV1_W), 1, 1, 28, 28, 6, 5);
-    }
+    /* Back through pool, ReLU and convolution at once, over the pooling
+     * winners only (conv_pool.c): conv2's input gradient, then conv1's weights. */
+    conv_pool_backward(ws->dp1, G(T_CONV2_W), G(T_CONV2_B), ws->dp2, ws->p2, ws->arg2, ws->p1,
+                       W(T_CONV2_W), n, 6, 12, 12, 12, 5);
+    conv_pool_backward(NULL, G(T_CONV1_W), G(T_CONV1_B), ws->dp1, ws->p1, ws->arg1, ws->x,
+                       W(T_CONV1_W), n, 1, 28, 28, 6, 5);
 }

@@ -202,6 +202,104 @@ static void test_maxpool_ties(void **state)
     assert_true(dx[0] == 1 && dx[3] == 2 && dx[8] == 3 && dx[10] == 4);
 }
 
+/* The fused ReLU + pool equals ReLU then pool, bit for bit, forward and
+ * backward, on data full of the ties a ReLU makes (negative windows). */
+static void test_relu_maxpool_fused(void **state)
+{
+    (void)state;
+    const int n = 3, C = 4, H = 8, W = 6;
+    const size_t nx = (size_t)n * C * H * W, ny = nx / 4;
+    Rng rng;
+    rng_init(&rng, 17, 99, 5);
+    float *x = malloc(sizeof(float) * nx), *r = malloc(sizeof(float) * nx);
+    float *y1 = malloc(sizeof(float) * ny), *y2 = malloc(sizeof(float) * ny);
+    float *dy = malloc(sizeof(float) * ny);
+    int32_t *a1 = malloc(sizeof(int32_t) * ny), *a2 = malloc(sizeof(int32_t) * ny);
+    for (size_t i = 0; i < nx; i++) /* a third negative, some exact ties */
+        x[i] = (float)((int)rng_below(&rng, 9) - 3) * 0.25f;
+    x[5] = NAN;
+    for (size_t i = 0; i < ny; i++)
+        dy[i] = rng_uniform(&rng) - 0.5f;
+    relu_forward(r, x, nx);
+    maxpool2_forward(y1, a1, r, n, C, H, W);
+    relu_maxpool2_forward(y2, a2, x, n, C, H, W);
+    for (size_t i = 0; i < ny; i++)
+        assert_true(memcmp(&y1[i], &y2[i], sizeof(float)) == 0 || (y1[i] == 0 && y2[i] == 0) ||
+                    (isnan(y1[i]) && isnan(y2[i])));
+    float *dr = calloc(nx, sizeof(float)), *dx1 = calloc(nx, sizeof(float)),
+          *dx2 = calloc(nx, sizeof(float));
+    maxpool2_backward(dr, dy, a1, n, C, H, W);
+    relu_backward(dx1, dr, r, nx);
+    relu_maxpool2_backward(dx2, dy, y2, a2, n, C, H, W);
+    assert_memory_equal(dx1, dx2, sizeof(float) * nx);
+    free(x); free(r); free(y1); free(y2); free(dy); free(a1); free(a2);
+    free(dr); free(dx1); free(dx2);
+}
+
+/* Backward through conv, ReLU and pool over the winners only equals the dense
+ * route (relu_maxpool2_backward, then conv2d_backward) within float rounding;
+ * the dense route is itself checked against finite differences above. */
+static void conv_pool_case(int n, int C, int H, int W, int F, int K, int want_dx)
+{
+    printf("conv_pool_backward n=%d C=%d H=%d W=%d F=%d K=%d\n", n, C, H, W, F, K);
+    const int OH = H - K + 1, OW = W - K + 1;
+    const size_t nx = (size_t)n * C * H * W, nw = (size_t)F * C * K * K;
+    const size_t nc = (size_t)n * F * OH * OW, ny = nc / 4;
+    Rng rng;
+    rng_init(&rng, 23, 99, (uint64_t)C);
+    float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw), *b = malloc(sizeof(float) * F);
+    for (size_t i = 0; i < nx; i++)
+        x[i] = rng_uniform(&rng) - 0.4f;
+    for (size_t i = 0; i < nw; i++)
+        w[i] = (rng_uniform(&rng) - 0.5f) * 0.5f;
+    for (int i = 0; i < F; i++)
+        b[i] = rng_uniform(&rng) - 0.5f;
+    float *c = malloc(sizeof(float) * nc), *y = malloc(sizeof(float) * ny), *dy = malloc(sizeof(float) * ny);
+    int32_t *arg = malloc(sizeof(int32_t) * ny);
+    float *col = malloc(sizeof(float) * conv2d_col_floats(n, C, H, W, K));
+    float *tmp = malloc(sizeof(float) * conv2d_tmp_floats(n, C, H, W, F, K));
+    conv2d_forward(c, col, tmp, x, w, b, n, C, H, W, F, K);
+    relu_maxpool2_forward(y, arg, c, n, F, OH, OW);
+    size_t positive = 0;
+    for (size_t i = 0; i < ny; i++) {
+        dy[i] = rng_uniform(&rng) - 0.5f;
+        positive += y[i] > 0;
+    }
+    /* dense route */
+    float *dc = calloc(nc, sizeof(float)), *dx1 = calloc(nx, sizeof(float)),
+          *dw1 = calloc(nw, sizeof(float)), *db1 = calloc(F, sizeof(float));
+    relu_maxpool2_backward(dc, dy, y, arg, n, F, OH, OW);
+    conv2d_backward(want_dx ? dx1 : NULL, dw1, db1, tmp, dc, col, w, n, C, H, W, F, K);
+    /* winners only */
+    float *dx2 = calloc(nx, sizeof(float)), *dw2 = calloc(nw, sizeof(float)),
+          *db2 = calloc(F, sizeof(float));
+    conv_pool_backward(want_dx ? dx2 : NULL, dw2, db2, dy, y, arg, x, w, n, C, H, W, F, K);
+    printf("  %zu of %zu windows pass the ReLU\n", positive, ny);
+    assert_true(positive > ny / 4 && positive < ny);
+    double *ref = malloc(sizeof(double) * (nx > nw ? nx : nw));
+    for (size_t i = 0; i < nw; i++)
+        ref[i] = dw1[i];
+    check_close("dw (winners vs dense)", dw2, ref, nw, 1e-5, 1e-6);
+    for (int i = 0; i < F; i++)
+        ref[i] = db1[i];
+    check_close("db (winners vs dense)", db2, ref, F, 1e-5, 1e-6);
+    if (want_dx) {
+        for (size_t i = 0; i < nx; i++)
+            ref[i] = dx1[i];
+        check_close("dx (winners vs dense)", dx2, ref, nx, 1e-5, 1e-6);
+    }
+    free(ref); free(x); free(w); free(b); free(c); free(y); free(dy); free(arg); free(col);
+    free(tmp); free(dc); free(dx1); free(dw1); free(db1); free(dx2); free(dw2); free(db2);
+}
+
+static void test_conv_pool_backward(void **state)
+{
+    (void)state;
+    conv_pool_case(3, 1, 28, 28, 6, 5, 0);
+    conv_pool_case(4, 6, 12, 12, 12, 5, 1);
+    conv_pool_case(2, 3, 11, 9, 4, 3, 1);
+}
+
 /* ---------------- ReLU ---------------- */
 
 typedef struct {
@@ -382,7 +480,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_conv1_shape),  cmocka_unit_test(test_conv2_shape),
         cmocka_unit_test(test_conv_odd_shape), cmocka_unit_test(test_maxpool),
-        cmocka_unit_test(test_maxpool_ties), cmocka_unit_test(test_relu),
+        cmocka_unit_test(test_maxpool_ties), cmocka_unit_test(test_relu_maxpool_fused),
+        cmocka_unit_test(test_conv_pool_backward),
+        cmocka_unit_test(test_relu),
         cmocka_unit_test(test_linear),       cmocka_unit_test(test_softmax_xent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -48,6 +48,31 @@ void maxpool2_forward_ref(double *y, const double *x, int n, int C, int H, int W
 void maxpool2_backward_ref(double *dx, const double *dy, const double *x, int n, int C,
                            int H, int W);
 
+/* ---- ReLU then max-pool, fused (maxpool.c) ----
+ * y = maxpool2(relu(x)), computed as relu(maxpool2(x)): max commutes with the
+ * monotone ReLU, so one pass over x instead of two, and no relu(x) buffer.
+ * The winner is x's first largest element, the one PyTorch's relu-then-pool
+ * picks whenever its output is positive; when it is not, the gradient is
+ * zero either way. Backward: dx[winner] += dy where y > 0. Bitwise equal to
+ * relu_forward + maxpool2_forward and their backward passes (tested). */
+void relu_maxpool2_forward(float *y, int32_t *arg, const float *x, int n, int C, int H, int W);
+void relu_maxpool2_backward(float *dx, const float *dy, const float *y, const int32_t *arg,
+                            int n, int C, int H, int W);
+
+/* ---- Convolution -> ReLU -> max-pool, backward through all three (conv_pool.c) ----
+ * For c = conv(x) [n,F,OH,OW] and y = maxpool2(relu(c)) with winners arg (as
+ * relu_maxpool2_forward leaves them), dL/dc is dy at each window's winner
+ * where y > 0 and zero elsewhere: at most one position in four. So the
+ * convolution's gradients are sums over those winners only, in a fixed order:
+ *   g = dy[s,f,k] at winner (i,j) = arg[s,f,k], for y[s,f,k] > 0:
+ *   db[f] += g,   dw[f,c,p,q] += g x[s,c,i+p,j+q],   dx[s,c,i+p,j+q] += g w[f,c,p,q]
+ * A quarter or less of the dense products' arithmetic, and no im2col buffer
+ * kept from the forward pass. dx may be NULL. Equal, within float rounding, to
+ * relu_maxpool2_backward followed by conv2d_backward (tested). */
+void conv_pool_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
+                        const int32_t *arg, const float *x, const float *w, int n, int C, int H,
+                        int W, int F, int K);
+
 /* ---- ReLU (relu.c) ----  y = max(0, x), NaN kept;  dx += dy * [y > 0] */
 void relu_forward(float *y, const float *x, size_t count);
 void relu_backward(float *dx, const float *dy, const float *y, size_t count);

@@ -48,13 +48,14 @@ void model_init(float *params, uint64_t seed);
 typedef struct {
     int max_n;
     float *x;                 /* [n,1,28,28] pixels / 255 */
-    float *col1, *c1, *r1, *p1; /* im2col, conv1, relu, pool */
-    float *col2, *c2, *r2, *p2;
+    float *c1, *p1;           /* conv1 (before ReLU), pool (after ReLU) */
+    float *c2, *p2;
+    float *col1, *col2;       /* one sample's im2col, scratch */
     float *f1, *g1, *f2, *g2;   /* fc pre- and post-ReLU */
     float *logits, *probs;
     int32_t *arg1, *arg2;       /* pool winners: offsets in the input plane */
     /* gradients of the activations, same shapes */
-    float *dc1, *dr1, *dp1, *dc2, *dr2, *dp2, *df1, *dg1, *df2, *dg2, *dlogits;
+    float *dp1, *dp2, *df1, *dg1, *df2, *dg2, *dlogits;
     float *tmp;                 /* convolution scratch */
     float *act_grads;           /* dc1 ... dlogits, contiguous, zeroed per pass */
     size_t act_grads_count;
