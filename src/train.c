@@ -277,7 +277,7 @@ static int resume(Trainer *t)
 
 /* ------------------------------------------------------------ fault hooks */
 
-/* DPCNN_FAULT=kind@step:rank injects a failure for the tests (doc/testing.md):
+/* DPCNN_FAULT=kind@step:rank injects a failure for the tests (doc/determinism.md):
  * nan (a NaN weight before the step), drift (a perturbed replica after it),
  * kill (SIGKILL itself after it), killwrite (SIGKILL itself halfway through
  * writing the checkpoint of that step, rank 0). */
@@ -366,9 +366,10 @@ static int save_epoch_checkpoint(Trainer *t)
     return save_checkpoint(t, name);
 }
 
-static int save_step_checkpoint(Trainer *t, char *name, size_t n)
+static int save_step_checkpoint(Trainer *t)
 {
-    snprintf(name, n, "step-%08" PRId64 ".h5", t->rs.step);
+    char name[64];
+    snprintf(name, sizeof name, "step-%08" PRId64 ".h5", t->rs.step);
     return save_checkpoint(t, name);
 }
 
@@ -504,11 +505,8 @@ static int run_epoch(Trainer *t)
             check_replicas(t, "during training") < 0)
             return EPOCH_FAILED;
         if (cfg->checkpoint_every_steps && rs->step % cfg->checkpoint_every == 0 &&
-            st + 1 < steps) {
-            char name[64];
-            if (save_step_checkpoint(t, name, sizeof name) < 0)
-                return EPOCH_FAILED;
-        }
+            st + 1 < steps && save_step_checkpoint(t) < 0)
+            return EPOCH_FAILED;
         if (sums.stop)
             return EPOCH_STOPPED; /* at the epoch's very end: the caller finishes it */
     }
@@ -621,10 +619,8 @@ int train_run(const TrainConfig *cfg, Dist *d)
             }
             if (finish_epoch(t, dist_wtime() - t0, stop) < 0)
                 goto out;
-        } else {
-            char name[64];
-            if (save_step_checkpoint(t, name, sizeof name) < 0)
-                goto out;
+        } else if (save_step_checkpoint(t) < 0) {
+            goto out;
         }
         if (stop) {
             runlog_notice(&t->log,
