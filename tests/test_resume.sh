@@ -84,6 +84,19 @@ stop_after_epoch1 TERM "$T/term" ./dpcnn $BIG --epochs 4 --checkpoint-dir "$T/te
 same_run "$T/big" "$T/term"
 echo "SIGTERM to one process, resumed: identical"
 
+# The workstation launcher: ranks, oversubscription, and SIGTERM passed on as
+# SIGUSR1 so the ranks stop together with a checkpoint.
+LOCAL="${srcdir:-.}/launch/dpcnn-local"
+DPCNN=$PWD/dpcnn sh "$LOCAL" -n 3 $ARGS --epochs 1 --checkpoint-dir "$T/local" --quiet
+[ "$(readlink "$T/local/latest.h5")" = epoch-0001.h5 ] || fail "dpcnn-local: no checkpoint"
+grep -q '"ranks":3' "$T/local/metrics.jsonl" || fail "dpcnn-local did not start 3 ranks"
+DPCNN=$PWD/dpcnn stop_after_epoch1 TERM "$T/localsig" sh "$LOCAL" -n 2 $BIG --epochs 4 \
+    --checkpoint-dir "$T/localsig" --quiet
+[ "$status" -eq 75 ] || { cat "$T/localsig.log"; fail "dpcnn-local on SIGTERM: status $status, not 75"; }
+DPCNN=$PWD/dpcnn sh "$LOCAL" -n 2 $BIG --epochs 4 --resume "$T/localsig" --quiet
+same_run "$T/big" "$T/localsig"
+echo "dpcnn-local: 3 ranks; SIGTERM stops the ranks with a checkpoint; resumed: identical"
+
 # kill -9 of the whole job halfway through writing the step-10 checkpoint.
 set +e
 DPCNN_FAULT=killwrite@10:0 mpirun -np 2 ./dpcnn $ARGS --epochs 3 --checkpoint-every 5s \
