@@ -213,12 +213,10 @@ static int write_state(hid_t f, const float *m, const float *v, const RunState *
 int checkpoint_save(const char *path, const float *params, const float *adam_m,
                     const float *adam_v, const RunState *rs)
 {
-    h5_quiet();
     char tmp[4200];
-    fs_temp_name(tmp, sizeof tmp, path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t f = h5_create_temp(path, tmp, sizeof tmp);
     if (f < 0)
-        return err_set("%s: cannot create: %s", tmp, h5_error_text());
+        return -1;
     char dg[32];
     digest(dg, params, adam_m, adam_v, rs);
     int rc = write_tensors(f, params);

@@ -75,12 +75,10 @@ static int write_array(hid_t group, const char *name, const uint8_t *data, size_
 int dataset_write(const char *path, const SplitData *train, const SplitData *test,
                   const char *source)
 {
-    h5_quiet();
     char tmp[4200];
-    fs_temp_name(tmp, sizeof tmp, path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t f = h5_create_temp(path, tmp, sizeof tmp);
     if (f < 0)
-        return err_set("%s: cannot create: %s", tmp, h5_error_text());
+        return -1;
     int rc = 0;
     const SplitData *s[2] = {train, test};
     for (int i = 0; i < 2 && rc == 0; i++) {

@@ -185,3 +185,13 @@ int h5_close_commit(hid_t f, int rc, const char *tmp, const char *path)
     }
     return fs_commit(tmp, path);
 }
+
+hid_t h5_create_temp(const char *path, char *tmp, size_t n)
+{
+    h5_quiet();
+    fs_temp_name(tmp, n, path);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0)
+        err_set("%s: cannot create: %s", tmp, h5_error_text());
+    return f;
+}

@@ -21,6 +21,11 @@ int h5_read_attr_double(hid_t obj, const char *name, double *value);
 int h5_read_attr_int64(hid_t obj, const char *name, long long *value);
 int h5_has_attr(hid_t obj, const char *name);
 
+/* Start a file that will become path: create it under a temporary name
+ * (fs_temp_name, written to tmp) with HDF5's error printing off; -1 and a
+ * message if it cannot be created. h5_close_commit finishes it. */
+hid_t h5_create_temp(const char *path, char *tmp, size_t n);
+
 /* Finish a file written under the temporary name tmp: close it; if writing
  * failed (rc < 0) or the close fails, remove it and report the error against
  * path, else flush it and rename it to path (fs_commit). */
