@@ -8,6 +8,7 @@
 
 #include "dpcnn/dist.h"
 #include "dpcnn/error.h"
+#include "dpcnn/watchdog.h"
 
 struct Dist {
     MPI_Comm comm;
@@ -18,10 +19,13 @@ struct Dist {
 
 static Dist *g_world; /* for the fatal hook */
 
-/* Check an MPI call; on failure, say where and what MPI says, then abort all. */
+/* Check an MPI call; on failure, say where and what MPI says, then abort all.
+ * While it runs, the watchdog knows this rank is waiting for the others. */
 #define MPI_CHECK(d, call)                                                              \
     do {                                                                                \
+        watchdog_waiting(1);                                                            \
         int rc_ = (call);                                                               \
+        watchdog_waiting(0);                                                            \
         if (rc_ != MPI_SUCCESS) {                                                       \
             char msg_[MPI_MAX_ERROR_STRING];                                            \
             int len_ = 0;                                                               \

@@ -50,6 +50,8 @@ void options_usage(FILE *f)
         "  --log-every N       progress every N steps when not on a terminal (default 100)\n"
         "  --metrics-every N   a per-step record in metrics.jsonl every N steps (default 0:\n"
         "                      epochs only)\n"
+        "  --hang-timeout S    end the whole job when a rank makes no progress for S\n"
+        "                      seconds (default 300; 0: never)\n"
         "  --threads N         worker threads per rank (default: this rank's share of\n"
         "                      the node's cores)\n"
         "  --check-every N     compare replicas across ranks every N steps (default 100;\n"
@@ -115,7 +117,7 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
     enum {
         O_EPOCHS = 256, O_BATCH, O_MICRO, O_LR, O_SEED, O_DATA, O_NO_SHUFFLE, O_CKPT, O_INIT,
         O_THREADS, O_LIMIT, O_TEST_LIMIT, O_CHECK_EVERY, O_REDUCTION, O_RESUME, O_OVERRIDE,
-        O_CKPT_EVERY, O_KEEP, O_QUIET, O_LOG_EVERY, O_METRICS_EVERY, O_WARMUP,
+        O_CKPT_EVERY, O_KEEP, O_QUIET, O_LOG_EVERY, O_METRICS_EVERY, O_WARMUP, O_HANG,
     };
     static const struct option opts[] = {
         {"epochs", required_argument, 0, O_EPOCHS},
@@ -140,6 +142,7 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
         {"quiet", no_argument, 0, O_QUIET},
         {"log-every", required_argument, 0, O_LOG_EVERY},
         {"metrics-every", required_argument, 0, O_METRICS_EVERY},
+        {"hang-timeout", required_argument, 0, O_HANG},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
@@ -263,6 +266,16 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
             break;
         }
         case O_QUIET: cfg->quiet = 1; break;
+        case O_HANG: {
+            char *end;
+            errno = 0;
+            double x = strtod(optarg, &end);
+            if (errno || *end || !*optarg || !isfinite(x) || x < 0)
+                return usage_error(speak, "%s: expected seconds >= 0, got '%s'", "--hang-timeout",
+                                   optarg);
+            cfg->hang_timeout = x;
+            break;
+        }
         case O_REDUCTION:
             if (strcmp(optarg, "exact") == 0)
                 cfg->reduction = REDUCE_EXACT;

@@ -32,6 +32,7 @@
 #include "dpcnn/shard.h"
 #include "dpcnn/step.h"
 #include "dpcnn/train.h"
+#include "dpcnn/watchdog.h"
 
 #define NPARAM MODEL_NUM_PARAMS
 
@@ -52,6 +53,7 @@ void train_config_defaults(TrainConfig *cfg)
     cfg->checkpoint_every = 1;
     cfg->check_every = 100;
     cfg->log_every = 100;
+    cfg->hang_timeout = 300;
 }
 
 typedef struct {
@@ -333,6 +335,7 @@ static int check_replicas(Trainer *t, const char *when)
  * prunes; every rank learns the outcome. Replicas are compared first. */
 static int save_checkpoint(Trainer *t, const char *name)
 {
+    watchdog_beat("writing the checkpoint after step", t->rs.step);
     if (check_replicas(t, "before a checkpoint") < 0)
         return -1;
     int rc = 0;
@@ -404,6 +407,9 @@ static int train_step(Trainer *t, size_t st, const uint8_t *const *images,
         sizes[j - f] = sched_micro_size(s, st, j);
     if (fault_due("nan", t->rs.step + 1, t->rank))
         t->params[0] = NAN;
+    if (fault_due("hang", t->rs.step + 1, t->rank))
+        for (;;) /* as a rank stuck on a dead file system would */
+            pause();
     if (stepper_gradient(t->stepper, t->dist, t->grads, sums, t->params, images, labels, sizes,
                          l - f, sched_micro_count(s, st), sched_step_size(s, st)) < 0) {
         char where[64] = "some rank";
@@ -467,6 +473,7 @@ static int run_epoch(Trainer *t)
     const int64_t first = rs->step_in_epoch;
     t->samples_run = 0;
     for (int64_t st = first; st < steps; st++) {
+        watchdog_beat("step", rs->step + 1);
         StepSums sums = {0, 0, g_stop_signal != 0, -1, 0};
         if (train_step(t, (size_t)st, t->xch.sample + pos, t->xch.label + pos, &sums) < 0) {
             msg_job_error("%s; the last complete checkpoint is %s/latest.h5", err_get(),
@@ -519,6 +526,7 @@ static int finish_epoch(Trainer *t, double train_seconds, int stopping)
 {
     RunState *rs = &t->rs;
     const double t1 = dist_wtime();
+    watchdog_beat("evaluating after step", rs->step);
     EvalResult ev;
     stepper_evaluate(t->stepper, t->dist, &ev, t->params, t->test_block.images,
                      t->test_block.labels, t->test_block.count, t->test_chunks_total);
@@ -556,6 +564,8 @@ int train_run(const TrainConfig *cfg, Dist *d)
     t->log.quiet = 1;
     runtime_blas_single();
     install_stop_handlers();
+    watchdog_start(cfg->hang_timeout);
+    watchdog_beat("reading the data, step", 0);
     int status = DPCNN_EXIT_FAILURE;
     if (open_data(t) < 0)
         goto out;
@@ -634,6 +644,7 @@ int train_run(const TrainConfig *cfg, Dist *d)
     }
     status = DPCNN_EXIT_OK;
 out:
+    watchdog_stop();
     free_trainer(t);
     return status;
 }

@@ -119,6 +119,15 @@ echo "killed rank pid $victim: mpirun exited $status after ${took}s"
 pgrep -f "checkpoint-dir $T/kill" >/dev/null && fail "ranks left running"
 check_no_torn "$T/kill"
 
+# A rank that hangs (neither dies nor answers): the watchdogs end the job, and
+# the hung rank says it was computing, the others that they were waiting.
+DPCNN_FAULT=hang@3:1 expect_fail 30 1 "no progress for" \
+    mpirun -np 2 $RUN --epochs 1 --limit 1000 --test-limit 100 --hang-timeout 3 \
+    --checkpoint-dir "$T/hang"
+grep -q "rank 1: error: no progress for .* (step 3, computing" "$T/out" ||
+    { cat "$T/out"; fail "the hung rank does not say it was computing"; }
+check_no_torn "$T/hang"
+
 # Usage errors: every rank exits 2, one message.
 set +e
 mpirun -np 2 ./dpcnn --epochs x >"$T/out" 2>&1

@@ -33,6 +33,7 @@ typedef struct {
     int quiet;           /* no progress on stdout */
     int log_every;       /* progress line every N steps when stdout is not a terminal */
     int metrics_every;   /* a per-step record in metrics.jsonl every N steps (0 = none) */
+    double hang_timeout; /* end the job after this many seconds without progress (0 = never) */
 } TrainConfig;
 
 void train_config_defaults(TrainConfig *cfg);

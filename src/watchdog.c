@@ -1,0 +1,84 @@
+#include "config.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dpcnn/error.h"
+#include "dpcnn/watchdog.h"
+
+static atomic_ullong g_beats;
+static atomic_int g_waiting;
+static atomic_llong g_step;
+static const char *_Atomic g_doing = "starting";
+static double g_timeout;
+static pthread_t g_thread;
+static atomic_int g_running;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void *watch(void *arg)
+{
+    (void)arg;
+    unsigned long long seen = atomic_load(&g_beats);
+    double since = now();
+    while (atomic_load(&g_running)) {
+        /* wake often enough to be on time, rarely enough to cost nothing */
+        double nap = g_timeout / 20 < 1.0 ? g_timeout / 20 : 1.0;
+        usleep((useconds_t)(nap * 1e6));
+        unsigned long long b = atomic_load(&g_beats);
+        if (b != seen) {
+            seen = b;
+            since = now();
+            continue;
+        }
+        if (now() - since < g_timeout)
+            continue;
+        /* No progress: say where this rank is, then end the process. The
+         * launcher takes the other ranks down; exit codes name the failure. */
+        msg_error("no progress for %.0f s (%s %lld, %s); ending the job (--hang-timeout)",
+                  now() - since, atomic_load(&g_doing), (long long)atomic_load(&g_step),
+                  atomic_load(&g_waiting) ? "waiting for the other ranks in a collective"
+                                          : "computing or doing I/O on this rank");
+        _exit(DPCNN_EXIT_FAILURE);
+    }
+    return NULL;
+}
+
+void watchdog_start(double timeout)
+{
+    if (timeout <= 0 || atomic_load(&g_running))
+        return;
+    g_timeout = timeout;
+    atomic_store(&g_running, 1);
+    if (pthread_create(&g_thread, NULL, watch, NULL) != 0) {
+        atomic_store(&g_running, 0);
+        msg_warn("cannot start the watchdog thread: hangs will not be detected");
+    }
+}
+
+void watchdog_stop(void)
+{
+    if (!atomic_exchange(&g_running, 0))
+        return;
+    pthread_join(g_thread, NULL);
+}
+
+void watchdog_beat(const char *doing, long long step)
+{
+    atomic_store(&g_doing, doing);
+    atomic_store(&g_step, step);
+    atomic_fetch_add(&g_beats, 1);
+}
+
+void watchdog_waiting(int waiting)
+{
+    atomic_store(&g_waiting, waiting);
+}
