@@ -7,12 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dpcnn/checkpoint.h"
 #include "dpcnn/error.h"
 #include "dpcnn/fsutil.h"
 #include "dpcnn/h5util.h"
+#include "dpcnn/hash.h"
 #include "dpcnn/model.h"
 #include "dpcnn/step.h"
 
@@ -123,14 +125,6 @@ int weights_load(const char *path, float *params)
 
 /* ------------------------------------------------------------- checkpoints */
 
-static uint64_t fnv(uint64_t h, const void *data, size_t n)
-{
-    const uint8_t *p = data;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * UINT64_C(0x100000001b3);
-    return h;
-}
-
 /* Everything the file says, in one canonical text, hashed with the tensors. */
 static void describe(char *buf, size_t n, const RunState *rs)
 {
@@ -150,11 +144,11 @@ static void digest(char out[32], const float *p, const float *m, const float *v,
 {
     char text[1024];
     describe(text, sizeof text, rs);
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-    h = fnv(h, p, sizeof(float) * MODEL_NUM_PARAMS);
-    h = fnv(h, m, sizeof(float) * MODEL_NUM_PARAMS);
-    h = fnv(h, v, sizeof(float) * MODEL_NUM_PARAMS);
-    h = fnv(h, text, strlen(text));
+    uint64_t h = FNV1A64_INIT;
+    h = fnv1a64(h, p, sizeof(float) * MODEL_NUM_PARAMS);
+    h = fnv1a64(h, m, sizeof(float) * MODEL_NUM_PARAMS);
+    h = fnv1a64(h, v, sizeof(float) * MODEL_NUM_PARAMS);
+    h = fnv1a64(h, text, strlen(text));
     snprintf(out, 32, "%016" PRIx64, h);
 }
 
@@ -326,6 +320,23 @@ int checkpoint_load(const char *path, float *params, float *adam_m, float *adam_
 out:
     H5Fclose(f);
     return rc;
+}
+
+void checkpoint_resolve(const char *arg, char *file, char *dir, size_t n)
+{
+    struct stat st;
+    if (stat(arg, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(dir, n, "%s", arg);
+        snprintf(file, n, "%s/latest.h5", arg);
+        return;
+    }
+    snprintf(file, n, "%s", arg);
+    snprintf(dir, n, "%s", arg);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    else
+        snprintf(dir, n, ".");
 }
 
 int checkpoint_set_latest(const char *dir, const char *name)

@@ -84,10 +84,9 @@ static void col2im_add(float *dx, const float *dcol, int C, int H, int W, int K)
             }
 }
 
-void conv2d_forward(float *y, float *col, float *tmp, const float *x, const float *w,
-                    const float *b, int n, int C, int H, int W, int F, int K)
+void conv2d_forward(float *y, float *col, const float *x, const float *w, const float *b,
+                    int n, int C, int H, int W, int F, int K)
 {
-    (void)tmp;
     const int P = (H - K + 1) * (W - K + 1), R = C * K * K;
     for (int s = 0; s < n; s++) {
         float *col_s = col + (size_t)s * R * P;

@@ -11,6 +11,7 @@
 #include "dpcnn/error.h"
 #include "dpcnn/fsutil.h"
 #include "dpcnn/h5util.h"
+#include "dpcnn/hash.h"
 #include "dpcnn/model.h"
 
 _Static_assert(sizeof(hid_t) == sizeof(int64_t), "hid_t is stored as int64_t");
@@ -22,26 +23,15 @@ const char *const dataset_class_names[10] = {
 
 static const char *const split_names[2] = {"train", "test"};
 
-/* FNV-1a, 64 bit: simple, byte-order free, and enough to tell data sets apart. */
-static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
-{
-    const uint8_t *p = data;
-    for (size_t i = 0; i < n; i++) {
-        h ^= p[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
-}
-
 void dataset_fingerprint(char out[32], const SplitData *train, const SplitData *test)
 {
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    uint64_t h = FNV1A64_INIT;
     const SplitData *s[2] = {train, test};
     for (int i = 0; i < 2; i++) {
         uint64_t n = s[i]->count;
-        h = fnv1a(h, &n, sizeof n);
-        h = fnv1a(h, s[i]->images, s[i]->count * MODEL_IMAGE_PIXELS);
-        h = fnv1a(h, s[i]->labels, s[i]->count);
+        h = fnv1a64(h, &n, sizeof n);
+        h = fnv1a64(h, s[i]->images, s[i]->count * MODEL_IMAGE_PIXELS);
+        h = fnv1a64(h, s[i]->labels, s[i]->count);
     }
     snprintf(out, 32, "%016" PRIx64, h);
 }

@@ -13,7 +13,7 @@
 struct Dist {
     MPI_Comm comm;
     MPI_Comm node; /* ranks sharing this node's memory */
-    int rank, size, local_rank, local_size;
+    int rank, size, local_size;
     int owns_mpi;  /* dist_init called MPI_Init */
 };
 
@@ -51,7 +51,6 @@ static Dist *make(MPI_Comm comm)
     MPI_CHECK(d, MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, d->rank, MPI_INFO_NULL,
                                      &d->node));
     MPI_Comm_set_errhandler(d->node, MPI_ERRORS_RETURN);
-    MPI_CHECK(d, MPI_Comm_rank(d->node, &d->local_rank));
     MPI_CHECK(d, MPI_Comm_size(d->node, &d->local_size));
     return d;
 }
@@ -104,7 +103,6 @@ void dist_abort(Dist *d, int status)
 int dist_rank(const Dist *d) { return d->rank; }
 int dist_size(const Dist *d) { return d->size; }
 int dist_local_size(const Dist *d) { return d->local_size; }
-int dist_local_rank(const Dist *d) { return d->local_rank; }
 
 double dist_wtime(void)
 {
@@ -200,14 +198,6 @@ void dist_alltoallv(Dist *d, const void *send, const int *scount, const int *sdi
     MPI_CHECK(d, MPI_Type_commit(&rec));
     MPI_CHECK(d, MPI_Alltoallv(send, scount, sdispl, rec, recv, rcount, rdispl, rec, d->comm));
     MPI_Type_free(&rec);
-}
-
-void dist_gather_str(Dist *d, const char *s, char *out, size_t n)
-{
-    char *buf = XCALLOC(char, n);
-    snprintf(buf, n, "%s", s);
-    MPI_CHECK(d, MPI_Gather(buf, (int)n, MPI_CHAR, out, (int)n, MPI_CHAR, 0, d->comm));
-    free(buf);
 }
 
 void dist_barrier(Dist *d)

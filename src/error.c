@@ -90,8 +90,6 @@ int err_set(const char *fmt, ...)
 
 const char *err_get(void) { return t_err[0] ? t_err : "unknown error"; }
 
-void err_clear(void) { t_err[0] = '\0'; }
-
 void err_set_fatal_hook(void (*hook)(int)) { g_fatal_hook = hook; }
 
 void die_at(const char *file, int line, const char *fmt, ...)

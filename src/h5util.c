@@ -48,11 +48,6 @@ const char *h5_error_text(void)
     return t_h5err[0] ? t_h5err : "unknown HDF5 error";
 }
 
-int h5_has_attr(hid_t obj, const char *name)
-{
-    return H5Aexists(obj, name) > 0;
-}
-
 static int write_attr(hid_t obj, const char *name, hid_t type, const void *value)
 {
     if (H5Aexists(obj, name) > 0)

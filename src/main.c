@@ -34,26 +34,20 @@ static int launcher_rank(void)
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "evaluate") == 0) {
-        EvalConfig ec;
-        switch (evaluate_parse(&ec, argc - 1, argv + 1, launcher_rank() == 0)) {
-        case OPTIONS_EXIT_OK: return DPCNN_EXIT_OK;
-        case OPTIONS_EXIT_USAGE: return DPCNN_EXIT_USAGE;
-        default: break;
-        }
-        Dist *d = dist_init(&argc, &argv);
-        int status = evaluate_run(&ec, d);
-        dist_finalize(d);
-        return status;
-    }
-    TrainConfig cfg;
-    switch (options_parse(&cfg, argc, argv, launcher_rank() == 0)) {
+    /* dpcnn trains; dpcnn evaluate CHECKPOINT evaluates. Parse first, so a
+     * usage error or --help needs no MPI at all. */
+    const int evaluating = argc > 1 && strcmp(argv[1], "evaluate") == 0;
+    const int speak = launcher_rank() == 0;
+    TrainConfig train;
+    EvalConfig eval;
+    switch (evaluating ? evaluate_parse(&eval, argc - 1, argv + 1, speak)
+                       : options_parse(&train, argc, argv, speak)) {
     case OPTIONS_EXIT_OK: return DPCNN_EXIT_OK;
     case OPTIONS_EXIT_USAGE: return DPCNN_EXIT_USAGE;
     default: break;
     }
     Dist *d = dist_init(&argc, &argv);
-    int status = train_run(&cfg, d);
+    int status = evaluating ? evaluate_run(&eval, d) : train_run(&train, d);
     dist_finalize(d);
     return status;
 }

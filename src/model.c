@@ -76,13 +76,10 @@ Workspace *workspace_create(int max_n)
     /* im2col scratch for one sample: the backward pass does not need it */
     size_t col1 = conv2d_col_floats(1, 1, 28, 28, 5);
     size_t col2 = conv2d_col_floats(1, 6, 12, 12, 5);
-    size_t tmp1 = conv2d_tmp_floats(max_n, 1, 28, 28, 6, 5);
-    size_t tmp2 = conv2d_tmp_floats(max_n, 6, 12, 12, 12, 5);
-    size_t tmp = tmp1 > tmp2 ? tmp1 : tmp2;
     /* forward activations, then their gradients (contiguous: one memset) */
     size_t fwd = n * (S_X + S_C1 + S_P1 + S_C2 + S_P2 + 2 * S_F1 + 2 * S_F2 + 2 * S_OUT);
     size_t bwd = n * (S_P1 + S_P2 + 2 * S_F1 + 2 * S_F2 + S_OUT);
-    ws->mem = XCALLOC(float, fwd + bwd + col1 + col2 + tmp);
+    ws->mem = XCALLOC(float, fwd + bwd + col1 + col2);
     ws->mem32 = XCALLOC(int32_t, n * (S_P1 + S_P2));
     float *p = ws->mem;
 #define TAKE(field, count) (ws->field = p, p += (count))
@@ -108,7 +105,6 @@ Workspace *workspace_create(int max_n)
     ws->act_grads_count = (size_t)(p - ws->act_grads);
     TAKE(col1, col1);
     TAKE(col2, col2);
-    TAKE(tmp, tmp);
 #undef TAKE
     ws->arg1 = ws->mem32;
     ws->arg2 = ws->mem32 + n * S_P1;
@@ -143,14 +139,12 @@ double model_forward(Workspace *ws, const float *params, const uint8_t *images,
         for (int i = 0; i < S_X; i++)
             x[i] = (float)images[(size_t)s * S_X + i] / 255.0f;
         float *c1 = ws->c1 + (size_t)s * S_C1, *p1 = ws->p1 + (size_t)s * S_P1;
-        conv2d_forward(c1, ws->col1, ws->tmp, x, W(T_CONV1_W),
-                       W(T_CONV1_B), 1, 1, 28, 28, 6, 5);
+        conv2d_forward(c1, ws->col1, x, W(T_CONV1_W), W(T_CONV1_B), 1, 1, 28, 28, 6, 5);
         /* ReLU then max-pool in one pass (layers.h: bitwise the same as two) */
         relu_maxpool2_forward(p1, ws->arg1 + (size_t)s * S_P1, c1, 1, 6, 24, 24);
 
         float *c2 = ws->c2 + (size_t)s * S_C2;
-        conv2d_forward(c2, ws->col2, ws->tmp, p1, W(T_CONV2_W),
-                       W(T_CONV2_B), 1, 6, 12, 12, 12, 5);
+        conv2d_forward(c2, ws->col2, p1, W(T_CONV2_W), W(T_CONV2_B), 1, 6, 12, 12, 12, 5);
         relu_maxpool2_forward(ws->p2 + (size_t)s * S_P2, ws->arg2 + (size_t)s * S_P2, c2, 1, 12,
                               8, 8);
     }

@@ -4,10 +4,11 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
+#include "dpcnn/checkpoint.h"
 #include "dpcnn/error.h"
 #include "dpcnn/fsutil.h"
 #include "dpcnn/options.h"
@@ -88,11 +89,15 @@ const char *options_default_data(void)
     return NULL;
 }
 
-static int usage_error(int speak, const char *fmt, const char *opt, const char *val)
+/* One line naming the option, then a hint; printed by rank 0 only. */
+static int __attribute__((format(printf, 2, 3))) usage_error(int speak, const char *fmt, ...)
 {
     if (speak) {
+        va_list ap;
+        va_start(ap, fmt);
         fputs("dpcnn: ", stderr);
-        fprintf(stderr, fmt, opt, val);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
         fputs("\nTry 'dpcnn --help'.\n", stderr);
     }
     return OPTIONS_EXIT_USAGE;
@@ -109,6 +114,18 @@ static int parse_int(const char *s, long long lo, long long hi, long long *out)
     if (errno || *end || v < lo || v > hi)
         return -1;
     *out = v;
+    return 0;
+}
+
+/* A finite number > 0 (or >= 0 with zero_ok), all of the text. */
+static int parse_real(const char *s, int zero_ok, double *out)
+{
+    char *end;
+    errno = 0;
+    double x = strtod(s, &end);
+    if (errno || *end || !*s || !isfinite(x) || x < 0 || (x == 0 && !zero_ok))
+        return -1;
+    *out = x;
     return 0;
 }
 
@@ -148,6 +165,31 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
         {0, 0, 0, 0},
     };
     train_config_defaults(cfg);
+    /* The options that take a whole number: range, message, and where it goes. */
+    const struct {
+        int id;
+        const char *flag;
+        long long lo, hi;
+        const char *expected;
+        int *as_int;
+        size_t *as_size;
+    } whole[] = {
+        {O_EPOCHS, "--epochs", 0, 1000000, "a whole number of epochs >= 0", &cfg->epochs, NULL},
+        {O_BATCH, "--batch-size", 1, 1 << 24, "a whole number >= 1", &cfg->batch_size, NULL},
+        {O_MICRO, "--micro-batch", 1, 1 << 16, "a whole number from 1 to 65536",
+         &cfg->micro_batch, NULL},
+        {O_THREADS, "--threads", 1, 1024, "a whole number from 1 to 1024", &cfg->threads, NULL},
+        {O_LIMIT, "--limit", 1, 1LL << 40, "a whole number >= 1", NULL, &cfg->limit},
+        {O_TEST_LIMIT, "--test-limit", 1, 1LL << 40, "a whole number >= 1", NULL,
+         &cfg->test_limit},
+        {O_CHECK_EVERY, "--check-every", 0, 1 << 30, "a whole number >= 0", &cfg->check_every,
+         NULL},
+        {O_WARMUP, "--warmup", 0, 1 << 30, "a whole number of steps >= 0", &cfg->warmup, NULL},
+        {O_KEEP, "--keep", 0, 1 << 30, "a whole number", &cfg->keep, NULL},
+        {O_LOG_EVERY, "--log-every", 1, 1 << 30, "a whole number", &cfg->log_every, NULL},
+        {O_METRICS_EVERY, "--metrics-every", 0, 1 << 30, "a whole number", &cfg->metrics_every,
+         NULL},
+    };
     int ckpt_given = 0;
     opterr = 0;
     optind = 1;
@@ -155,41 +197,35 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
     long long v;
     while ((c = getopt_long(argc, argv, ":hV", opts, NULL)) != -1) {
         const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "";
-        switch (c) {
-        case O_EPOCHS:
-            if (parse_int(optarg, 0, 1000000, &v) < 0)
-                return usage_error(speak, "%s: expected a whole number of epochs >= 0, got '%s'",
-                                   "--epochs", optarg);
-            cfg->epochs = (int)v;
-            break;
-        case O_BATCH:
-            if (parse_int(optarg, 1, 1 << 24, &v) < 0)
-                return usage_error(speak, "%s: expected a whole number >= 1, got '%s'",
-                                   "--batch-size", optarg);
-            cfg->batch_size = (int)v;
-            break;
-        case O_MICRO:
-            if (parse_int(optarg, 1, 1 << 16, &v) < 0)
-                return usage_error(speak, "%s: expected a whole number from 1 to 65536, got '%s'",
-                                   "--micro-batch", optarg);
-            cfg->micro_batch = (int)v;
-            break;
-        case O_LR: {
-            char *end;
-            errno = 0;
-            double x = strtod(optarg, &end);
-            if (errno || *end || !*optarg || !isfinite(x) || x <= 0)
-                return usage_error(speak, "%s: expected a positive number, got '%s'", "--lr",
-                                   optarg);
-            cfg->lr = x;
-            break;
+        size_t w = 0;
+        while (w < sizeof whole / sizeof whole[0] && whole[w].id != c)
+            w++;
+        if (w < sizeof whole / sizeof whole[0]) {
+            if (parse_int(optarg, whole[w].lo, whole[w].hi, &v) < 0)
+                return usage_error(speak, "%s: expected %s, got '%s'", whole[w].flag,
+                                   whole[w].expected, optarg);
+            if (whole[w].as_int)
+                *whole[w].as_int = (int)v;
+            else
+                *whole[w].as_size = (size_t)v;
+            continue;
         }
+        switch (c) {
+        case O_LR:
+            if (parse_real(optarg, 0, &cfg->lr) < 0)
+                return usage_error(speak, "--lr: expected a positive number, got '%s'", optarg);
+            break;
+        case O_HANG:
+            if (parse_real(optarg, 1, &cfg->hang_timeout) < 0)
+                return usage_error(speak, "--hang-timeout: expected seconds >= 0, got '%s'",
+                                   optarg);
+            break;
         case O_SEED: {
             char *end;
             errno = 0;
             unsigned long long s = strtoull(optarg, &end, 10);
             if (errno || *end || !*optarg || optarg[0] == '-')
-                return usage_error(speak, "%s: expected a whole number >= 0, got '%s'", "--seed",
+                return usage_error(speak, "--seed: expected a whole number >= 0, got '%s'",
                                    optarg);
             cfg->seed = (uint64_t)s;
             break;
@@ -198,35 +234,15 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
         case O_NO_SHUFFLE: cfg->shuffle = 0; break;
         case O_CKPT:
             if (!*optarg)
-                return usage_error(speak, "%s: expected a directory%s", "--checkpoint-dir", "");
+                return usage_error(speak, "--checkpoint-dir: expected a directory, got '%s'",
+                                   optarg);
             cfg->checkpoint_dir = optarg;
             ckpt_given = 1;
             break;
         case O_INIT: cfg->init_path = optarg; break;
-        case O_THREADS:
-            if (parse_int(optarg, 1, 1024, &v) < 0)
-                return usage_error(speak, "%s: expected a whole number from 1 to 1024, got '%s'",
-                                   "--threads", optarg);
-            cfg->threads = (int)v;
-            break;
-        case O_LIMIT:
-        case O_TEST_LIMIT:
-            if (parse_int(optarg, 1, (long long)1 << 40, &v) < 0)
-                return usage_error(speak, "%s: expected a whole number >= 1, got '%s'",
-                                   c == O_LIMIT ? "--limit" : "--test-limit", optarg);
-            if (c == O_LIMIT)
-                cfg->limit = (size_t)v;
-            else
-                cfg->test_limit = (size_t)v;
-            break;
-        case O_CHECK_EVERY:
-            if (parse_int(optarg, 0, 1 << 30, &v) < 0)
-                return usage_error(speak, "%s: expected a whole number >= 0, got '%s'",
-                                   "--check-every", optarg);
-            cfg->check_every = (int)v;
-            break;
         case O_RESUME: cfg->resume_path = optarg; break;
         case O_OVERRIDE: cfg->override_hparams = 1; break;
+        case O_QUIET: cfg->quiet = 1; break;
         case O_CKPT_EVERY: {
             char *end;
             errno = 0;
@@ -238,42 +254,11 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
                 n = -1;
             if (errno || end == optarg || n < 1 || n > (1L << 30))
                 return usage_error(speak,
-                                   "%s: expected N epochs (N or Ne) or N steps (Ns), N >= 1, "
-                                   "got '%s'",
-                                   "--checkpoint-every", optarg);
+                                   "--checkpoint-every: expected N epochs (N or Ne) or N "
+                                   "steps (Ns), N >= 1, got '%s'",
+                                   optarg);
             cfg->checkpoint_every = (int)n;
             cfg->checkpoint_every_steps = steps;
-            break;
-        }
-        case O_WARMUP:
-            if (parse_int(optarg, 0, 1 << 30, &v) < 0)
-                return usage_error(speak, "%s: expected a whole number of steps >= 0, got '%s'",
-                                   "--warmup", optarg);
-            cfg->warmup = (int)v;
-            break;
-        case O_KEEP:
-        case O_LOG_EVERY:
-        case O_METRICS_EVERY: {
-            const char *flag = c == O_KEEP ? "--keep" : c == O_LOG_EVERY ? "--log-every" : "--metrics-every";
-            if (parse_int(optarg, c == O_LOG_EVERY ? 1 : 0, 1 << 30, &v) < 0)
-                return usage_error(speak, "%s: expected a whole number, got '%s'", flag, optarg);
-            if (c == O_KEEP)
-                cfg->keep = (int)v;
-            else if (c == O_LOG_EVERY)
-                cfg->log_every = (int)v;
-            else
-                cfg->metrics_every = (int)v;
-            break;
-        }
-        case O_QUIET: cfg->quiet = 1; break;
-        case O_HANG: {
-            char *end;
-            errno = 0;
-            double x = strtod(optarg, &end);
-            if (errno || *end || !*optarg || !isfinite(x) || x < 0)
-                return usage_error(speak, "%s: expected seconds >= 0, got '%s'", "--hang-timeout",
-                                   optarg);
-            cfg->hang_timeout = x;
             break;
         }
         case O_REDUCTION:
@@ -282,7 +267,7 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
             else if (strcmp(optarg, "float") == 0)
                 cfg->reduction = REDUCE_FLOAT;
             else
-                return usage_error(speak, "%s: expected exact or float, got '%s'", "--reduction",
+                return usage_error(speak, "--reduction: expected exact or float, got '%s'",
                                    optarg);
             break;
         case 'h':
@@ -294,30 +279,19 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
                 printf("dpcnn %s\n", PACKAGE_VERSION);
             return OPTIONS_EXIT_OK;
         case ':':
-            return usage_error(speak, "%s: needs a value%s", name, "");
+            return usage_error(speak, "%s: needs a value", name);
         default:
-            return usage_error(speak, "unknown option '%s'%s", name, "");
+            return usage_error(speak, "unknown option '%s'", name);
         }
     }
     if (optind < argc)
-        return usage_error(speak, "unexpected argument '%s'%s", argv[optind], "");
+        return usage_error(speak, "unexpected argument '%s'", argv[optind]);
     if (cfg->resume_path && cfg->init_path)
-        return usage_error(speak, "%s and %s: a resumed run already has its weights", "--resume",
-                           "--init");
+        return usage_error(speak, "--resume and --init: a resumed run already has its weights");
     if (cfg->resume_path && !ckpt_given) {
         /* continue writing where the run was saved */
-        static char dir[4096];
-        struct stat st;
-        if (stat(cfg->resume_path, &st) == 0 && S_ISDIR(st.st_mode))
-            snprintf(dir, sizeof dir, "%s", cfg->resume_path);
-        else {
-            snprintf(dir, sizeof dir, "%s", cfg->resume_path);
-            char *slash = strrchr(dir, '/');
-            if (slash)
-                *slash = '\0';
-            else
-                snprintf(dir, sizeof dir, ".");
-        }
+        static char file[4096], dir[4096];
+        checkpoint_resolve(cfg->resume_path, file, dir, sizeof dir);
         cfg->checkpoint_dir = dir;
     }
     if (!cfg->data_path) {

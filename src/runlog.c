@@ -121,7 +121,7 @@ void runlog_notice(RunLog *log, const char *fmt, ...)
     va_end(ap);
 }
 
-void runlog_say(RunLog *log, const char *fmt, ...)
+static void __attribute__((format(printf, 2, 3))) runlog_say(RunLog *log, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

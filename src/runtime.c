@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "dpcnn/error.h"
+#include "dpcnn/hash.h"
 #include "dpcnn/runtime.h"
 
 int runtime_threads(int asked, Dist *d, int max_useful)
@@ -66,9 +67,7 @@ void runtime_report_blas(Dist *d, int threads)
                  "OPENBLAS_CORETYPE=Haswell for faster matrix products",
                  core);
     /* Different kernels round differently: ranks would then disagree. */
-    uint64_t h = UINT64_C(1469598103934665603);
-    for (const char *p = core; *p; p++)
-        h = (h ^ (uint8_t)*p) * UINT64_C(1099511628211);
+    const uint64_t h = fnv1a64(FNV1A64_INIT, core, strlen(core));
     uint64_t *all = XCALLOC(uint64_t, (size_t)dist_size(d));
     dist_allgather_u64(d, h, all);
     for (int r = 1; r < dist_size(d); r++)

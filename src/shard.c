@@ -52,16 +52,27 @@ void sched_rank_micros(const Schedule *s, size_t step, int rank, int *first, int
     *last = (int)part_first((size_t)M, s->ranks, rank + 1);
 }
 
+size_t sched_rank_step_samples(const Schedule *s, size_t step, int rank)
+{
+    int f, l;
+    sched_rank_micros(s, step, rank, &f, &l);
+    size_t total = 0;
+    for (int j = f; j < l; j++)
+        total += (size_t)sched_micro_size(s, step, j);
+    return total;
+}
+
+size_t sched_rank_offset(const Schedule *s, size_t step, int rank)
+{
+    size_t total = 0;
+    for (size_t st = 0; st < step; st++)
+        total += sched_rank_step_samples(s, st, rank);
+    return total;
+}
+
 size_t sched_rank_samples(const Schedule *s, int rank)
 {
-    size_t total = 0, steps = sched_steps(s);
-    for (size_t st = 0; st < steps; st++) {
-        int f, l;
-        sched_rank_micros(s, st, rank, &f, &l);
-        for (int j = f; j < l; j++)
-            total += (size_t)sched_micro_size(s, st, j);
-    }
-    return total;
+    return sched_rank_offset(s, sched_steps(s), rank);
 }
 
 int sched_max_rank_micros(const Schedule *s)
@@ -119,10 +130,8 @@ void exchange_init(Exchange *x, const Schedule *s, int rank)
         int f, l;
         sched_rank_micros(s, st, rank, &f, &l);
         /* the rank's micro-batches of a step are one run of positions */
-        size_t p0 = st * (size_t)s->batch + (size_t)f * (size_t)s->micro;
-        size_t cnt = 0;
-        for (int j = f; j < l; j++)
-            cnt += (size_t)sched_micro_size(s, st, j);
+        const size_t p0 = st * (size_t)s->batch + (size_t)f * (size_t)s->micro;
+        const size_t cnt = sched_rank_step_samples(s, st, rank);
         for (size_t q = 0; q < cnt; q++)
             x->positions[k++] = p0 + q;
     }

@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dpcnn/adam.h"
@@ -25,6 +24,7 @@
 #include "dpcnn/dataset.h"
 #include "dpcnn/error.h"
 #include "dpcnn/fsutil.h"
+#include "dpcnn/hash.h"
 #include "dpcnn/model.h"
 #include "dpcnn/rng.h"
 #include "dpcnn/runlog.h"
@@ -195,16 +195,6 @@ static void define_run(Trainer *t)
     snprintf(rs->data_fingerprint, sizeof rs->data_fingerprint, "%s", t->data.fingerprint);
 }
 
-/* --resume DIR means DIR/latest.h5. */
-static void resolve_resume(char *path, size_t n, const char *arg)
-{
-    struct stat st;
-    if (stat(arg, &st) == 0 && S_ISDIR(st.st_mode))
-        snprintf(path, n, "%s/latest.h5", arg);
-    else
-        snprintf(path, n, "%s", arg);
-}
-
 /* A checkpoint continues this run only if it was this run: same data, same
  * seed, same cut into micro-batches... Batch size and learning rate may
  * change with --override-hparams (the run is then, knowingly, another one). */
@@ -246,8 +236,8 @@ static int check_same_run(const RunState *ck, const RunState *now, const char *p
 /* Rank 0 reads the checkpoint, every rank receives it. */
 static int resume(Trainer *t)
 {
-    char path[4200];
-    resolve_resume(path, sizeof path, t->cfg.resume_path);
+    char path[4200], dir[4200];
+    checkpoint_resolve(t->cfg.resume_path, path, dir, sizeof path);
     RunState ck;
     int rc = 0;
     if (t->rank == 0) {
@@ -271,40 +261,45 @@ static int resume(Trainer *t)
     t->rs.epoch_loss_sum = ck.epoch_loss_sum;
     t->rs.epoch_correct = ck.epoch_correct;
     if (!t->cfg.quiet)
-        msg_info("resuming %s: %d epoch%s done, %" PRId64 " steps into epoch %d (step %" PRId64 ")",
-             path, ck.epochs_done, ck.epochs_done == 1 ? "" : "s", ck.step_in_epoch,
-             ck.epochs_done + 1, ck.step);
+        msg_info("resuming %s: %d epoch%s done, %" PRId64 " steps into epoch %d (step %" PRId64
+                 ")",
+                 path, ck.epochs_done, ck.epochs_done == 1 ? "" : "s", ck.step_in_epoch,
+                 ck.epochs_done + 1, ck.step);
     return 0;
 }
 
 /* ------------------------------------------------------------ fault hooks */
 
 /* DPCNN_FAULT=kind@step:rank injects a failure for the tests (doc/determinism.md):
- * nan (a NaN weight before the step), drift (a perturbed replica after it),
- * kill (SIGKILL itself after it), killwrite (SIGKILL itself halfway through
- * writing the checkpoint of that step, rank 0). */
-static int fault_due(const char *kind, int64_t step, int rank)
+ * nan (a NaN weight before the step), hang (stop making progress before it),
+ * drift (a perturbed replica after it), kill (SIGKILL itself after it),
+ * killwrite (SIGKILL itself halfway through writing the checkpoint of that
+ * step, rank 0). Read once at start-up; unset, nothing is ever due. */
+static struct {
+    char kind[16];
+    long long step;
+    int rank;
+} g_fault = {"", -1, -1};
+
+static void fault_read(void)
 {
     const char *f = getenv("DPCNN_FAULT");
-    if (!f || strncmp(f, kind, strlen(kind)) != 0 || f[strlen(kind)] != '@')
-        return 0;
-    long long s;
-    int r;
-    if (sscanf(f + strlen(kind) + 1, "%lld:%d", &s, &r) != 2)
-        return 0;
-    return s == step && r == rank;
+    if (!f || sscanf(f, "%15[a-z]@%lld:%d", g_fault.kind, &g_fault.step, &g_fault.rank) != 3)
+        g_fault.step = -1;
+}
+
+static int fault_due(const char *kind, int64_t step, int rank)
+{
+    return g_fault.step == step && g_fault.rank == rank && strcmp(g_fault.kind, kind) == 0;
 }
 
 /* ----------------------------------------------------------- checkpoints */
 
 static uint64_t state_hash(const Trainer *t)
 {
-    /* FNV-1a over the 32-bit words of params, m and v, then the step count. */
-    const uint32_t *w = (const uint32_t *)t->state;
-    uint64_t h = UINT64_C(1469598103934665603);
-    for (size_t i = 0; i < 3 * NPARAM; i++)
-        h = (h ^ w[i]) * UINT64_C(1099511628211);
-    return (h ^ (uint64_t)t->rs.step) * UINT64_C(1099511628211);
+    /* params, m and v, then the step count */
+    uint64_t h = fnv1a64(FNV1A64_INIT, t->state, sizeof(float) * 3 * NPARAM);
+    return fnv1a64(h, &t->rs.step, sizeof t->rs.step);
 }
 
 /* Every rank compares its replica with every other; a mismatch stops the job. */
@@ -436,19 +431,6 @@ static int train_step(Trainer *t, size_t st, const uint8_t *const *images,
     return 0;
 }
 
-/* Where step st of the epoch starts in this rank's shard. */
-static size_t shard_offset(const Trainer *t, size_t st)
-{
-    size_t pos = 0;
-    for (size_t k = 0; k < st; k++) {
-        int f, l;
-        sched_rank_micros(&t->sched, k, t->rank, &f, &l);
-        for (int j = f; j < l; j++)
-            pos += (size_t)sched_micro_size(&t->sched, k, j);
-    }
-    return pos;
-}
-
 enum { EPOCH_DONE = 0, EPOCH_FAILED = -1, EPOCH_STOPPED = 1 };
 
 /* Train epoch rs.epochs_done + 1 from step rs.step_in_epoch on. */
@@ -469,7 +451,7 @@ static int run_epoch(Trainer *t)
 
     const int64_t steps = (int64_t)sched_steps(&t->sched);
     const int64_t run_steps = steps * cfg->epochs;
-    size_t pos = shard_offset(t, (size_t)rs->step_in_epoch);
+    size_t pos = sched_rank_offset(&t->sched, (size_t)rs->step_in_epoch, t->rank);
     const int64_t first = rs->step_in_epoch;
     t->samples_run = 0;
     for (int64_t st = first; st < steps; st++) {
@@ -480,10 +462,7 @@ static int run_epoch(Trainer *t)
                           cfg->checkpoint_dir);
             return EPOCH_FAILED;
         }
-        int f, l;
-        sched_rank_micros(&t->sched, (size_t)st, t->rank, &f, &l);
-        for (int j = f; j < l; j++)
-            pos += (size_t)sched_micro_size(&t->sched, (size_t)st, j);
+        pos += sched_rank_step_samples(&t->sched, (size_t)st, t->rank);
         const int bs = sched_step_size(&t->sched, (size_t)st);
         t->samples_run += bs;
         rs->step_in_epoch = st + 1;
@@ -506,7 +485,8 @@ static int run_epoch(Trainer *t)
                       (now - t0) / (double)here * (double)left};
         runlog_progress(&t->log, &p);
 
-        if (sums.stop && st + 1 < steps)
+        /* all ranks agreed in the step: the caller writes the checkpoint */
+        if (sums.stop)
             return EPOCH_STOPPED;
         if (cfg->check_every > 0 && rs->step % cfg->check_every == 0 &&
             check_replicas(t, "during training") < 0)
@@ -514,8 +494,6 @@ static int run_epoch(Trainer *t)
         if (cfg->checkpoint_every_steps && rs->step % cfg->checkpoint_every == 0 &&
             st + 1 < steps && save_step_checkpoint(t) < 0)
             return EPOCH_FAILED;
-        if (sums.stop)
-            return EPOCH_STOPPED; /* at the epoch's very end: the caller finishes it */
     }
     return EPOCH_DONE;
 }
@@ -564,6 +542,7 @@ int train_run(const TrainConfig *cfg, Dist *d)
     t->log.quiet = 1;
     runtime_blas_single();
     install_stop_handlers();
+    fault_read();
     watchdog_start(cfg->hang_timeout);
     watchdog_beat("reading the data, step", 0);
     int status = DPCNN_EXIT_FAILURE;

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "dpcnn/hash.h"
 #include "dpcnn/model.h"
 #include "dpcnn/rng.h"
 #include "dpcnn/shard.h"
@@ -90,10 +91,7 @@ static void test_model_init(void **state)
         total += ti->count;
     }
     assert_int_equal(total, MODEL_NUM_PARAMS);
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-    const uint8_t *bytes = (const uint8_t *)p;
-    for (size_t i = 0; i < sizeof(float) * MODEL_NUM_PARAMS; i++)
-        h = (h ^ bytes[i]) * UINT64_C(0x100000001b3);
+    const uint64_t h = fnv1a64(FNV1A64_INIT, p, sizeof(float) * MODEL_NUM_PARAMS);
     printf("  seed-0 weights hash %016llx\n", (unsigned long long)h);
     assert_true(h == UINT64_C(0xe41504ec249bf4da));
     free(p);

@@ -89,10 +89,10 @@ same() { # same DIR_REF DIR: every epoch checkpoint identical
 for spec in "srun2:-n 2 --ntasks-per-node=2" "srun4:-n 4 --ntasks-per-node=4" \
     "mpirun2:-n 2 --ntasks-per-node=2"; do
     name=${spec%%:*}
-    # shellcheck disable=SC2086
     launcher=srun
     [ "$name" = mpirun2 ] && launcher=mpirun
     start=$(date +%s)
+    # shellcheck disable=SC2086
     id=$(CKPT_DIR=$T/$name LAUNCHER=$launcher submit "$name" ${spec#*:} -- $RUN)
     result=$(wait_job "$id" 120)
     echo "job $id ($name): $result after $(($(date +%s) - start)) s"
@@ -100,7 +100,8 @@ for spec in "srun2:-n 2 --ntasks-per-node=2" "srun4:-n 4 --ntasks-per-node=4" \
     grep -q "hosts: " "$T/job-$name.out" || fail "the script did not print the hosts"
     grep -q "command: .*dpcnn" "$T/job-$name.out" || fail "the script did not print the command"
     [ "$(grep -c '"type":"epoch"' "$T/$name/metrics.jsonl")" -eq 2 ] || fail "$name: metrics.jsonl"
-    grep -q "\"ranks\":${spec:${#name}+4:1}" "$T/$name/metrics.jsonl" || fail "$name: wrong rank count"
+    tasks=$(echo "$spec" | sed 's/.*-n \([0-9]*\).*/\1/')
+    grep -q "\"ranks\":$tasks" "$T/$name/metrics.jsonl" || fail "$name: not $tasks ranks"
     same "$T/ref" "$T/$name"
 done
 echo "2 tasks (srun), 4 tasks (srun), 2 tasks (mpirun): identical to the run without Slurm"

@@ -49,6 +49,10 @@ int checkpoint_save(const char *path, const float *params, const float *adam_m,
 /* Reads and verifies (format, shapes, digest); -1 with the reason otherwise. */
 int checkpoint_load(const char *path, float *params, float *adam_m, float *adam_v,
                     RunState *rs);
+/* What --resume ARG names: a directory means its latest.h5. file gets the
+ * checkpoint to read, dir the directory the run goes on writing in. */
+void checkpoint_resolve(const char *arg, char *file, char *dir, size_t n);
+
 /* Point DIR/latest.h5 at name (a file in DIR), atomically. */
 int checkpoint_set_latest(const char *dir, const char *name);
 /* Keep the newest `keep` checkpoints in dir (epoch-*.h5 and step-*.h5 by their

@@ -28,9 +28,8 @@ noreturn void dist_abort(Dist *d, int status);
 
 int dist_rank(const Dist *d);
 int dist_size(const Dist *d);
-/* Ranks on this node (MPI_Comm_split_type shared memory), and this rank's place among them. */
+/* Ranks on this node (MPI_Comm_split_type shared memory). */
 int dist_local_size(const Dist *d);
-int dist_local_rank(const Dist *d);
 double dist_wtime(void);
 
 /* Collective. rc < 0 on this rank means it failed with err_get() as the cause.
@@ -48,8 +47,6 @@ void dist_allgather_u64(Dist *d, uint64_t v, uint64_t *out);
  * rank r's records land at recv[rdispl[r] ..). Counts are in records. */
 void dist_alltoallv(Dist *d, const void *send, const int *scount, const int *sdispl,
                     void *recv, const int *rcount, const int *rdispl, size_t rec_bytes);
-/* Strings of up to n bytes from every rank to rank 0 (out has size*n bytes there). */
-void dist_gather_str(Dist *d, const char *s, char *out, size_t n);
 void dist_barrier(Dist *d);
 
 #endif

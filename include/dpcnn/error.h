@@ -39,7 +39,6 @@ void msg_job_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * `return err_set(...)` reads naturally. */
 int err_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *err_get(void);
-void err_clear(void);
 
 /* Fatal errors. The hook (set by the MPI module) runs after the message. */
 void err_set_fatal_hook(void (*hook)(int status));

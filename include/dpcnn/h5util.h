@@ -19,7 +19,6 @@ int h5_write_attr_double(hid_t obj, const char *name, double value);
 int h5_write_attr_int64(hid_t obj, const char *name, long long value);
 int h5_read_attr_double(hid_t obj, const char *name, double *value);
 int h5_read_attr_int64(hid_t obj, const char *name, long long *value);
-int h5_has_attr(hid_t obj, const char *name);
 
 /* Start a file that will become path: create it under a temporary name
  * (fs_temp_name, written to tmp) with HDF5's error printing off; -1 and a

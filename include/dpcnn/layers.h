@@ -20,11 +20,11 @@
  *   y[n,f,i,j] = b[f] + sum_{c,p,q} w[f,c,p,q] x[n,c,i+p,j+q]
  * Computed as one matrix product per sample: the input is unrolled (im2col)
  * into col [n, C*K*K, OH*OW], then y_s [F, OH*OW] = W [F, C*K*K] . col_s.
- * col is kept for the backward pass; tmp is scratch of conv2d_tmp_floats(). */
+ * conv2d_backward reads col back; its tmp is scratch of conv2d_tmp_floats(). */
 size_t conv2d_col_floats(int n, int C, int H, int W, int K);
 size_t conv2d_tmp_floats(int n, int C, int H, int W, int F, int K);
-void conv2d_forward(float *y, float *col, float *tmp, const float *x, const float *w,
-                    const float *b, int n, int C, int H, int W, int F, int K);
+void conv2d_forward(float *y, float *col, const float *x, const float *w, const float *b,
+                    int n, int C, int H, int W, int F, int K);
 /* dw += dY . col^T, db += sum dY, dx += col2im(W^T . dY); dx may be NULL
  * (the first layer has no use for its input gradient). */
 void conv2d_backward(float *dx, float *dw, float *db, float *tmp, const float *dy,

@@ -56,7 +56,6 @@ typedef struct {
     int32_t *arg1, *arg2;       /* pool winners: offsets in the input plane */
     /* gradients of the activations, same shapes */
     float *dp1, *dp2, *df1, *dg1, *df2, *dg2, *dlogits;
-    float *tmp;                 /* convolution scratch */
     float *act_grads;           /* dc1 ... dlogits, contiguous, zeroed per pass */
     size_t act_grads_count;
     float *mem;

@@ -55,9 +55,8 @@ typedef struct {
 void runlog_epoch(RunLog *log, const EpochRecord *r);
 void runlog_step(RunLog *log, int epoch, int64_t step, double loss_sum, int64_t correct,
                  int samples, double seconds, int ranks);
-/* A message line that must not collide with the live progress line. */
-void runlog_say(RunLog *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* The same, even with --quiet: for what a batch log must show (a stop). */
+/* A message line that must not collide with the live progress line, shown
+ * even with --quiet: for what a batch log must show (a stop). */
 void runlog_notice(RunLog *log, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -42,6 +42,10 @@ int sched_micro_count(const Schedule *s, size_t step);
 int sched_micro_size(const Schedule *s, size_t step, int j);
 /* Rank r's micro-batches of a step: [*first, *last). */
 void sched_rank_micros(const Schedule *s, size_t step, int rank, int *first, int *last);
+/* Samples rank r trains on in one step: its micro-batches, one run of positions. */
+size_t sched_rank_step_samples(const Schedule *s, size_t step, int rank);
+/* Samples rank r trains on in steps 0 .. step-1: where that step starts in its shard. */
+size_t sched_rank_offset(const Schedule *s, size_t step, int rank);
 /* Samples rank r trains on per epoch (the same every epoch). */
 size_t sched_rank_samples(const Schedule *s, int rank);
 /* The largest number of micro-batches any rank gets in any step. */
