@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,23 +105,59 @@ static int read_tensors(hid_t loc, const char *path, float *flat)
     return 0;
 }
 
+/* Non-finite weights are refused: evaluating or training from them gives
+ * numbers that mean nothing (a NaN weight makes every logit NaN). */
+static int check_finite(const float *flat, const char *path)
+{
+    for (int t = 0; t < MODEL_NUM_TENSORS; t++) {
+        const TensorInfo *ti = &model_tensors[t];
+        for (size_t i = 0; i < ti->count; i++)
+            if (!isfinite(flat[ti->offset + i]))
+                return err_set("%s: tensor %s holds a non-finite value (%g at element %zu)",
+                               path, ti->name, (double)flat[ti->offset + i], i);
+    }
+    return 0;
+}
+
+/* A file claims to be a dpcnn checkpoint if it carries any of dpcnn's
+ * marks. Such a file is read whole and its digest checked, whatever the
+ * caller wants of it: deleting the digest must not turn a damaged
+ * checkpoint into a "foreign" file that is taken on trust. */
+static int claims_dpcnn(hid_t f)
+{
+    static const char *const marks[] = {"format", "format_version", "digest", "dpcnn_version"};
+    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++)
+        if (H5Aexists(f, marks[i]) > 0)
+            return 1;
+    return H5Lexists(f, "optimizer", H5P_DEFAULT) > 0;
+}
+
 int weights_load(const char *path, float *params)
 {
     h5_quiet();
-    if (access(path, R_OK) < 0)
-        return err_set("%s: cannot read: %s", path,
-                       fs_exists(path) ? "permission denied" : "no such file");
+    if (fs_check_input(path, "the weights file") < 0)
+        return -1;
     if (H5Fis_hdf5(path) <= 0)
         return err_set("%s: not an HDF5 file", path);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0)
         return err_set("%s: cannot open: %s", path, h5_error_text());
+    if (claims_dpcnn(f)) {
+        H5Fclose(f);
+        float *m = XCALLOC(float, 2 * MODEL_NUM_PARAMS);
+        RunState rs;
+        int rc = checkpoint_load(path, params, m, m + MODEL_NUM_PARAMS, &rs);
+        free(m);
+        return rc;
+    }
+    /* A foreign file, e.g. a PyTorch state_dict written with h5py: the
+     * tensors, strictly, and nothing else at the root. */
     char extra[256] = "";
     int rc = read_tensors(f, path, params);
     if (rc == 0 && H5Literate(f, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, find_unexpected, extra) > 0)
         rc = err_set("%s: unexpected tensor %s (not part of this network)", path, extra);
     H5Fclose(f);
-    return rc;
+    return rc == 0 ? check_finite(params, path) : rc;
 }
 
 /* ------------------------------------------------------------- checkpoints */
@@ -207,8 +244,7 @@ static int write_state(hid_t f, const float *m, const float *v, const RunState *
 int checkpoint_save(const char *path, const float *params, const float *adam_m,
                     const float *adam_v, const RunState *rs)
 {
-    char tmp[4200];
-    hid_t f = h5_create_temp(path, tmp, sizeof tmp);
+    hid_t f = h5_create_image();
     if (f < 0)
         return -1;
     char dg[32];
@@ -218,7 +254,7 @@ int checkpoint_save(const char *path, const float *params, const float *adam_m,
         rc = write_state(f, adam_m, adam_v, rs);
     if (rc == 0)
         rc = h5_write_attr_string(f, "digest", dg);
-    return h5_close_commit(f, rc, tmp, path);
+    return h5_commit_image(f, rc, path);
 }
 
 static int read_ll(hid_t f, const char *path, const char *name, long long *v)
@@ -232,8 +268,8 @@ int checkpoint_load(const char *path, float *params, float *adam_m, float *adam_
                     RunState *rs)
 {
     h5_quiet();
-    if (access(path, R_OK) < 0)
-        return err_set("%s: cannot read: %s", path, strerror(errno));
+    if (fs_check_input(path, "the checkpoint") < 0)
+        return -1;
     if (H5Fis_hdf5(path) <= 0)
         return err_set("%s: not an HDF5 file (damaged or truncated?)", path);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -317,6 +353,8 @@ int checkpoint_load(const char *path, float *params, float *adam_m, float *adam_
     if (strcmp(dg, stored) != 0)
         rc = err_set("%s: damaged: its contents do not match its digest (%s stored, %s computed)",
                      path, stored, dg);
+    else
+        rc = check_finite(params, path);
 out:
     H5Fclose(f);
     return rc;

@@ -23,15 +23,94 @@ const char *const dataset_class_names[10] = {
 
 static const char *const split_names[2] = {"train", "test"};
 
+/* ------------------------------------------------------------- digests */
+
+#define FNV_PRIME UINT64_C(0x100000001b3)
+
+/* h[i] = FNV-1a 64 over sample i's `pixels` bytes, then its label byte.
+ * Four samples at a time: independent chains, so their multiplies overlap
+ * (one chain alone waits on each multiply's latency). */
+static void sample_hashes(uint64_t *h, const uint8_t *images, const uint8_t *labels, size_t n,
+                          size_t pixels)
+{
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const uint8_t *p0 = images + i * pixels, *p1 = p0 + pixels, *p2 = p1 + pixels,
+                      *p3 = p2 + pixels;
+        uint64_t a = FNV1A64_INIT, b = a, c = a, d = a;
+        for (size_t k = 0; k < pixels; k++) {
+            a = (a ^ p0[k]) * FNV_PRIME;
+            b = (b ^ p1[k]) * FNV_PRIME;
+            c = (c ^ p2[k]) * FNV_PRIME;
+            d = (d ^ p3[k]) * FNV_PRIME;
+        }
+        h[i] = (a ^ labels[i]) * FNV_PRIME;
+        h[i + 1] = (b ^ labels[i + 1]) * FNV_PRIME;
+        h[i + 2] = (c ^ labels[i + 2]) * FNV_PRIME;
+        h[i + 3] = (d ^ labels[i + 3]) * FNV_PRIME;
+    }
+    for (; i < n; i++)
+        h[i] = fnv1a64(fnv1a64(FNV1A64_INIT, images + i * pixels, pixels), labels + i, 1);
+}
+
+/* FNV-1a 64 over the sample hashes as 8 little-endian bytes each. */
+static uint64_t fold_hashes(const uint64_t *h, size_t n)
+{
+    uint64_t d = FNV1A64_INIT;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t le[8];
+        for (int k = 0; k < 8; k++)
+            le[k] = (uint8_t)(h[i] >> (8 * k));
+        d = fnv1a64(d, le, 8);
+    }
+    return d;
+}
+
+void dataset_block_digests(uint64_t *out, const SplitData *data, size_t block)
+{
+    uint64_t *h = XCALLOC(uint64_t, block);
+    for (size_t b = 0; b * block < data->count; b++) {
+        const size_t lo = b * block, n = data->count - lo < block ? data->count - lo : block;
+        sample_hashes(h, data->images + lo * MODEL_IMAGE_PIXELS, data->labels + lo, n,
+                      MODEL_IMAGE_PIXELS);
+        out[b] = fold_hashes(h, n);
+    }
+    free(h);
+}
+
+static uint64_t split_fingerprint(uint64_t h, size_t count, const uint64_t *digests, size_t blocks)
+{
+    const uint64_t shape[4] = {count, 1, MODEL_IMAGE_SIDE, MODEL_IMAGE_SIDE};
+    for (int k = 0; k < 4; k++) {
+        uint8_t le[8];
+        for (int j = 0; j < 8; j++)
+            le[j] = (uint8_t)(shape[k] >> (8 * j));
+        h = fnv1a64(h, le, 8);
+    }
+    for (size_t b = 0; b < blocks; b++) {
+        uint8_t le[8];
+        for (int j = 0; j < 8; j++)
+            le[j] = (uint8_t)(digests[b] >> (8 * j));
+        h = fnv1a64(h, le, 8);
+    }
+    return h;
+}
+
+static size_t blocks_of(size_t count, size_t block)
+{
+    return (count + block - 1) / block;
+}
+
 void dataset_fingerprint(char out[32], const SplitData *train, const SplitData *test)
 {
     uint64_t h = FNV1A64_INIT;
     const SplitData *s[2] = {train, test};
     for (int i = 0; i < 2; i++) {
-        uint64_t n = s[i]->count;
-        h = fnv1a64(h, &n, sizeof n);
-        h = fnv1a64(h, s[i]->images, s[i]->count * MODEL_IMAGE_PIXELS);
-        h = fnv1a64(h, s[i]->labels, s[i]->count);
+        size_t nb = blocks_of(s[i]->count, DATASET_CHUNK);
+        uint64_t *d = XCALLOC(uint64_t, nb);
+        dataset_block_digests(d, s[i], DATASET_CHUNK);
+        h = split_fingerprint(h, s[i]->count, d, nb);
+        free(d);
     }
     snprintf(out, 32, "%016" PRIx64, h);
 }
@@ -62,11 +141,32 @@ static int write_array(hid_t group, const char *name, const uint8_t *data, size_
     return rc;
 }
 
+static int write_digests(hid_t group, const SplitData *data)
+{
+    const hsize_t nb = blocks_of(data->count, DATASET_CHUNK);
+    uint64_t *dg = XCALLOC(uint64_t, nb);
+    dataset_block_digests(dg, data, DATASET_CHUNK);
+    hid_t space = H5Screate_simple(1, &nb, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_obj_track_times(dcpl, 0);
+    hid_t d = H5Dcreate2(group, "digests", H5T_STD_U64LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    int rc = 0;
+    if (d < 0 || H5Dwrite(d, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, dg) < 0)
+        rc = err_set("cannot write digests: %s", h5_error_text());
+    if (rc == 0)
+        rc = h5_write_attr_int64(d, "block_samples", DATASET_CHUNK);
+    if (d >= 0)
+        H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    free(dg);
+    return rc;
+}
+
 int dataset_write(const char *path, const SplitData *train, const SplitData *test,
                   const char *source)
 {
-    char tmp[4200];
-    hid_t f = h5_create_temp(path, tmp, sizeof tmp);
+    hid_t f = h5_create_image();
     if (f < 0)
         return -1;
     int rc = 0;
@@ -80,10 +180,10 @@ int dataset_write(const char *path, const SplitData *train, const SplitData *tes
         rc = write_array(g, "images", s[i]->images, s[i]->count, 1);
         if (rc == 0)
             rc = write_array(g, "labels", s[i]->labels, s[i]->count, 0);
+        if (rc == 0)
+            rc = write_digests(g, s[i]);
         H5Gclose(g);
     }
-    char fp[32];
-    dataset_fingerprint(fp, train, test);
     char names[256] = "";
     for (int k = 0; k < 10; k++) {
         strcat(names, dataset_class_names[k]);
@@ -96,9 +196,7 @@ int dataset_write(const char *path, const SplitData *train, const SplitData *tes
         rc = h5_write_attr_string(f, "class_names", names);
     if (rc == 0)
         rc = h5_write_attr_string(f, "source", source);
-    if (rc == 0)
-        rc = h5_write_attr_string(f, "fingerprint", fp);
-    return h5_close_commit(f, rc, tmp, path);
+    return h5_commit_image(f, rc, path);
 }
 
 /* Check one array: unsigned 8-bit integers with the expected rank and sides. */
@@ -129,16 +227,98 @@ static int check_array(const Dataset *ds, hid_t d, const char *name, int want_nd
     return 0;
 }
 
+/* Every chunk of the dataset is stored. HDF5 reads a chunk that its index
+ * does not know as the fill value, without an error: after damage to the
+ * index, a thousand black images. */
+static int check_stored(const Dataset *ds, hid_t d, const char *name)
+{
+    hid_t space = H5Dget_space(d), dcpl = H5Dget_create_plist(d);
+    hsize_t dims[8] = {0}, chunk[8] = {0}, have = 0;
+    int nd = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+    int chunked = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED;
+    int rc = 0;
+    if (nd > 0 && nd <= 8 && chunked) {
+        H5Sget_simple_extent_dims(space, dims, NULL);
+        H5Pget_chunk(dcpl, nd, chunk);
+        hsize_t want = 1;
+        for (int k = 0; k < nd; k++)
+            want *= chunk[k] ? (dims[k] + chunk[k] - 1) / chunk[k] : 0;
+        if (H5Dget_num_chunks(d, space, &have) < 0)
+            rc = err_set("%s: cannot list the chunks of %s: %s (the file is damaged)", ds->path,
+                         name, h5_error_text());
+        else if (have != want)
+            rc = err_set("%s: %s has %llu of its %llu chunks: its chunk index is damaged "
+                         "(make the file again with dpcnn-prepare)",
+                         ds->path, name, (unsigned long long)have, (unsigned long long)want);
+    } else if (nd > 0 && nd <= 8) {
+        /* contiguous (h5py's default): stored whole, or not at all */
+        H5D_space_status_t st;
+        if (H5Dget_space_status(d, &st) < 0 || st != H5D_SPACE_STATUS_ALLOCATED)
+            rc = err_set("%s: %s was never written", ds->path, name);
+    }
+    if (space >= 0)
+        H5Sclose(space);
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    return rc;
+}
+
+/* /split/digests: uint64, one per block of block_samples samples. */
+static int read_digests(Dataset *ds, int i)
+{
+    char name[32];
+    snprintf(name, sizeof name, "/%s/digests", split_names[i]);
+    if (H5Lexists(ds->file, split_names[i], H5P_DEFAULT) <= 0 ||
+        H5Lexists(ds->file, name, H5P_DEFAULT) <= 0) {
+        char format[64] = "";
+        h5_read_attr_string(ds->file, "format", format, sizeof format);
+        return err_set("%s: %s is missing: %s (make the file again with dpcnn-prepare, or "
+                       "add the digests as the README shows)",
+                       ds->path, name,
+                       strcmp(format, "dpcnn-mnist-1") == 0
+                           ? "the file was made by an older dpcnn-prepare"
+                           : "without digests damage to the file cannot be detected");
+    }
+    hid_t d = H5Dopen2(ds->file, name, H5P_DEFAULT);
+    if (d < 0)
+        return err_set("%s: cannot open %s: %s", ds->path, name, h5_error_text());
+    long long block = 0;
+    int rc = h5_read_attr_int64(d, "block_samples", &block);
+    if (rc < 0 || block < 1 || block > (1LL << 30))
+        rc = err_set("%s: %s: attribute block_samples is missing or not a positive number",
+                     ds->path, name);
+    hid_t t = H5Dget_type(d);
+    int ok = t >= 0 && H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) == 8;
+    if (t >= 0)
+        H5Tclose(t);
+    int nd;
+    hsize_t dims[8];
+    const size_t want = rc == 0 ? blocks_of(ds->count[i], (size_t)block) : 0;
+    if (rc == 0 && (!ok || h5_dataset_dims(ds->file, name, &nd, dims) < 0 || nd != 1 ||
+                    dims[0] != want))
+        rc = err_set("%s: %s should be uint64 [%zu], one per block of %lld samples", ds->path,
+                     name, want, block);
+    if (rc == 0) {
+        ds->block[i] = (size_t)block;
+        ds->digests[i] = XCALLOC(uint64_t, want);
+        if (check_stored(ds, d, name) < 0)
+            rc = -1;
+        else if (H5Dread(d, H5T_NATIVE_UINT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, ds->digests[i]) < 0)
+            rc = err_set("%s: cannot read %s: %s", ds->path, name, h5_error_text());
+    }
+    H5Dclose(d);
+    return rc;
+}
+
 int dataset_open(Dataset *ds, const char *path)
 {
     h5_quiet();
     memset(ds, 0, sizeof *ds);
     ds->file = ds->images[0] = ds->images[1] = ds->labels[0] = ds->labels[1] = -1;
     ds->path = xstrdup(path);
-    if (access(path, R_OK) < 0) {
-        err_set("%s: cannot read the data file (%s)%s", path,
-                fs_exists(path) ? "permission denied" : "no such file",
-                fs_exists(path) ? "" : "; run `make data`, or pass --data FILE");
+    if (fs_check_input(path, "the data file") < 0) {
+        if (!fs_exists(path))
+            err_set("%s; run `make data`, or pass --data FILE", err_get());
         goto fail;
     }
     if (H5Fis_hdf5(path) <= 0) {
@@ -176,8 +356,19 @@ int dataset_open(Dataset *ds, const char *path)
         }
         ds->count[i] = ni;
     }
-    if (h5_read_attr_string(ds->file, "fingerprint", ds->fingerprint, sizeof ds->fingerprint) < 0)
-        snprintf(ds->fingerprint, sizeof ds->fingerprint, "unknown");
+    for (int i = 0; i < 2; i++) {
+        char in[32], ln[32];
+        snprintf(in, sizeof in, "/%s/images", split_names[i]);
+        snprintf(ln, sizeof ln, "/%s/labels", split_names[i]);
+        if (check_stored(ds, ds->images[i], in) < 0 || check_stored(ds, ds->labels[i], ln) < 0 ||
+            read_digests(ds, i) < 0)
+            goto fail;
+    }
+    uint64_t h = FNV1A64_INIT;
+    for (int i = 0; i < 2; i++)
+        h = split_fingerprint(h, ds->count[i], ds->digests[i],
+                              blocks_of(ds->count[i], ds->block[i]));
+    snprintf(ds->fingerprint, sizeof ds->fingerprint, "%016" PRIx64, h);
     return 0;
 fail:;
     char why[1024];
@@ -186,14 +377,10 @@ fail:;
     return err_set("%s", why);
 }
 
-int dataset_read(const Dataset *ds, int split, size_t start, size_t count, uint8_t *images,
-                 uint8_t *labels)
+/* Samples start .. start+count-1 of a split, as stored (no checks). */
+static int read_raw(const Dataset *ds, int split, size_t start, size_t count, uint8_t *images,
+                    uint8_t *labels)
 {
-    if (count == 0)
-        return 0;
-    if (start + count > ds->count[split])
-        return err_set("%s: samples %zu..%zu of /%s are past its end (%zu)", ds->path, start,
-                       start + count - 1, split_names[split], ds->count[split]);
     for (int which = 0; which < 2; which++) {
         hid_t d = which ? ds->labels[split] : ds->images[split];
         int nd = which ? 1 : 3;
@@ -213,6 +400,59 @@ int dataset_read(const Dataset *ds, int split, size_t start, size_t count, uint8
         if (r < 0)
             return -1;
     }
+    return 0;
+}
+
+/* Check every block that [start, start+count) touches against its digest.
+ * The part of an edge block outside the range is read from the file into
+ * scratch; the rest is hashed where it lies. */
+static int verify(const Dataset *ds, int split, size_t start, size_t count,
+                  const uint8_t *images, const uint8_t *labels)
+{
+    const size_t B = ds->block[split], N = ds->count[split], end = start + count;
+    uint64_t *h = XCALLOC(uint64_t, B);
+    uint8_t *img = NULL, *lab = NULL;
+    int rc = 0;
+    for (size_t b = start / B; b * B < end && rc == 0; b++) {
+        const size_t lo = b * B, hi = lo + B < N ? lo + B : N;
+        const size_t a = lo > start ? lo : start, z = hi < end ? hi : end;
+        sample_hashes(h + (a - lo), images + (a - start) * MODEL_IMAGE_PIXELS,
+                      labels + (a - start), z - a, MODEL_IMAGE_PIXELS);
+        const size_t edge[2][2] = {{lo, a}, {z, hi}}; /* outside the range */
+        for (int e = 0; e < 2 && rc == 0; e++) {
+            const size_t f = edge[e][0], n = edge[e][1] - f;
+            if (n == 0)
+                continue;
+            if (!img) {
+                img = XCALLOC(uint8_t, B * MODEL_IMAGE_PIXELS);
+                lab = XCALLOC(uint8_t, B);
+            }
+            rc = read_raw(ds, split, f, n, img, lab);
+            if (rc == 0)
+                sample_hashes(h + (f - lo), img, lab, n, MODEL_IMAGE_PIXELS);
+        }
+        if (rc == 0 && fold_hashes(h, hi - lo) != ds->digests[split][b])
+            rc = err_set("%s: /%s samples %zu..%zu do not match their digest: the file is "
+                         "damaged or was edited (make it again with dpcnn-prepare)",
+                         ds->path, split_names[split], lo, hi - 1);
+    }
+    free(h);
+    free(img);
+    free(lab);
+    return rc;
+}
+
+int dataset_read(const Dataset *ds, int split, size_t start, size_t count, uint8_t *images,
+                 uint8_t *labels)
+{
+    if (count == 0)
+        return 0;
+    if (start + count > ds->count[split])
+        return err_set("%s: samples %zu..%zu of /%s are past its end (%zu)", ds->path, start,
+                       start + count - 1, split_names[split], ds->count[split]);
+    if (read_raw(ds, split, start, count, images, labels) < 0 ||
+        verify(ds, split, start, count, images, labels) < 0)
+        return -1;
     for (size_t i = 0; i < count; i++)
         if (labels[i] >= MODEL_CLASSES)
             return err_set("%s: /%s/labels: sample %zu has label %d, outside 0..%d", ds->path,
@@ -228,6 +468,8 @@ void dataset_close(Dataset *ds)
         if (ds->labels[i] >= 0)
             H5Dclose(ds->labels[i]);
         ds->images[i] = ds->labels[i] = -1;
+        free(ds->digests[i]);
+        ds->digests[i] = NULL;
     }
     if (ds->file >= 0)
         H5Fclose(ds->file);

@@ -111,34 +111,48 @@ double dist_wtime(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-#define MSG_BYTES 512
-
 int dist_agree(Dist *d, int rc, const char *what)
 {
     int failed = rc < 0, any = failed;
     MPI_CHECK(d, MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, d->comm));
     if (!any)
         return 0;
-    char mine[MSG_BYTES];
-    snprintf(mine, sizeof mine, "%s", failed ? err_get() : "");
-    char *all = d->rank == 0 ? XCALLOC(char, (size_t)d->size * MSG_BYTES) : NULL;
-    MPI_CHECK(d, MPI_Gather(mine, MSG_BYTES, MPI_CHAR, all, MSG_BYTES, MPI_CHAR, 0, d->comm));
+    /* Messages of any length (a long path must not cut off the reason): the
+     * lengths first, then the texts, each with its NUL. */
+    const char *mine = failed ? err_get() : "";
+    int len = (int)strlen(mine) + 1;
+    int *lens = NULL, *displ = NULL;
+    char *all = NULL;
+    if (d->rank == 0) {
+        lens = XCALLOC(int, (size_t)d->size);
+        displ = XCALLOC(int, (size_t)d->size);
+    }
+    MPI_CHECK(d, MPI_Gather(&len, 1, MPI_INT, lens, 1, MPI_INT, 0, d->comm));
+    if (d->rank == 0) {
+        size_t total = 0;
+        for (int r = 0; r < d->size; r++) {
+            displ[r] = (int)total;
+            total += (size_t)lens[r];
+        }
+        all = XCALLOC(char, total);
+    }
+    MPI_CHECK(d, MPI_Gatherv(mine, len, MPI_CHAR, all, lens, displ, MPI_CHAR, 0, d->comm));
     if (d->rank == 0) {
         /* One line per distinct message, naming the ranks that reported it. */
         for (int r = 0; r < d->size; r++) {
-            const char *m = all + (size_t)r * MSG_BYTES;
+            const char *m = all + displ[r];
             int seen = m[0] == '\0';
             for (int q = 0; q < r && !seen; q++)
-                seen = strcmp(m, all + (size_t)q * MSG_BYTES) == 0;
+                seen = strcmp(m, all + displ[q]) == 0;
             if (seen)
                 continue;
             char ranks[256] = "";
             int count = 0;
             for (int q = r; q < d->size; q++)
-                if (strcmp(m, all + (size_t)q * MSG_BYTES) == 0) {
-                    size_t len = strlen(ranks);
-                    if (len < sizeof ranks - 16)
-                        snprintf(ranks + len, sizeof ranks - len, "%s%d", count ? "," : "", q);
+                if (strcmp(m, all + displ[q]) == 0) {
+                    size_t n = strlen(ranks);
+                    if (n < sizeof ranks - 16)
+                        snprintf(ranks + n, sizeof ranks - n, "%s%d", count ? "," : "", q);
                     count++;
                 }
             if (d->size == 1)
@@ -152,6 +166,8 @@ int dist_agree(Dist *d, int rc, const char *what)
         }
         fflush(stderr);
         free(all);
+        free(lens);
+        free(displ);
     }
     return -1;
 }

@@ -11,7 +11,8 @@
 static int g_rank = 0;
 static int g_size = 1;
 static void (*g_fatal_hook)(int) = NULL;
-static _Thread_local char t_err[1024];
+/* Long enough for two full paths and their reasons (PATH_MAX is 4096). */
+static _Thread_local char t_err[ERR_MAX];
 
 void msg_set_rank(int rank, int size)
 {
@@ -81,10 +82,15 @@ void msg_job_error(const char *fmt, ...)
 
 int err_set(const char *fmt, ...)
 {
+    /* Format into a scratch buffer first: callers often pass err_get() itself
+     * as an argument ("%s: %s", path, err_get()), and vsnprintf into its own
+     * source is undefined behaviour (it garbled the message). */
+    static _Thread_local char scratch[ERR_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(t_err, sizeof t_err, fmt, ap);
+    vsnprintf(scratch, sizeof scratch, fmt, ap);
     va_end(ap);
+    memcpy(t_err, scratch, sizeof t_err);
     return -1;
 }
 

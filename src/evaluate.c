@@ -17,6 +17,8 @@
 #include "dpcnn/runtime.h"
 #include "dpcnn/shard.h"
 #include "dpcnn/step.h"
+#include "dpcnn/train.h"
+#include "dpcnn/watchdog.h"
 
 static void usage(FILE *f)
 {
@@ -29,6 +31,8 @@ static void usage(FILE *f)
           "  --test-limit N      evaluate on the first N test samples only\n"
           "  --threads N         worker threads per rank\n"
           "  --micro-batch N     samples per evaluation chunk (default 25)\n"
+          "  --hang-timeout S    end the whole job when a rank makes no progress for S\n"
+          "                      seconds (default as for training; 0: never)\n"
           "  -h, --help          this text\n",
           f);
 }
@@ -43,32 +47,34 @@ static int bad(int speak, const char *msg, const char *arg)
 int evaluate_parse(EvalConfig *cfg, int argc, char **argv, int speak)
 {
     static const struct option opts[] = {
-        {"data", required_argument, 0, 'd'},       {"csv", required_argument, 0, 'c'},
-        {"test-limit", required_argument, 0, 'l'}, {"threads", required_argument, 0, 't'},
-        {"micro-batch", required_argument, 0, 'm'}, {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0},
+        {"data", required_argument, 0, 'd'},        {"csv", required_argument, 0, 'c'},
+        {"test-limit", required_argument, 0, 'l'},  {"threads", required_argument, 0, 't'},
+        {"micro-batch", required_argument, 0, 'm'}, {"hang-timeout", required_argument, 0, 'H'},
+        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
     };
     memset(cfg, 0, sizeof *cfg);
     cfg->micro_batch = 25;
+    cfg->hang_timeout = TRAIN_DEFAULT_HANG_TIMEOUT;
     opterr = 0;
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
-        char *end;
-        long long v = 0;
-        if (c == 'l' || c == 't' || c == 'm') {
-            errno = 0;
-            v = strtoll(optarg, &end, 10);
-            if (errno || *end || !*optarg || v < 1 || v > (1LL << 40) ||
-                (c != 'l' && v > 65536))
-                return bad(speak, "expected a whole number >= 1, got", optarg);
-        }
+        unsigned long long v = 0;
+        const unsigned long long hi = c == 'l' ? 1ULL << 40 : c == 't' ? 1024 : 65536;
+        if ((c == 'l' || c == 't' || c == 'm') && options_parse_whole(optarg, 1, hi, &v) < 0)
+            return bad(speak, "expected a whole number >= 1, got", optarg);
+        if ((c == 'd' || c == 'c') && !*optarg)
+            return bad(speak, "expected a file name, got", optarg);
         switch (c) {
         case 'd': cfg->data_path = optarg; break;
         case 'c': cfg->csv = optarg; break;
         case 'l': cfg->test_limit = (size_t)v; break;
         case 't': cfg->threads = (int)v; break;
         case 'm': cfg->micro_batch = (int)v; break;
+        case 'H':
+            if (options_parse_real(optarg, 1, &cfg->hang_timeout) < 0)
+                return bad(speak, "--hang-timeout: expected seconds >= 0, got", optarg);
+            break;
         case 'h':
             if (speak)
                 usage(stdout);
@@ -78,8 +84,11 @@ int evaluate_parse(EvalConfig *cfg, int argc, char **argv, int speak)
         }
     }
     if (argc - optind != 1)
-        return bad(speak, "expects one checkpoint file, got", argc - optind ? argv[optind + 1] : "none");
+        return bad(speak, "expects one checkpoint file, got",
+                   argc - optind ? argv[optind + 1] : "none");
     cfg->weights = argv[optind];
+    if (!*cfg->weights)
+        return bad(speak, "expects one checkpoint file, got", "");
     if (!cfg->data_path && !(cfg->data_path = options_default_data())) {
         if (speak)
             fprintf(stderr, "dpcnn evaluate: no data file: pass --data FILE\n");
@@ -122,6 +131,8 @@ static void print_report(const EvalConfig *cfg, const EvalResult *r)
 /* CSV: a header of predicted classes, then one row per true class. */
 static int write_csv(const char *path, const EvalResult *r)
 {
+    if (fs_check_output(path) < 0)
+        return -1;
     char tmp[4300];
     fs_temp_name(tmp, sizeof tmp, path);
     FILE *f = fopen(tmp, "w");
@@ -147,6 +158,7 @@ static int write_csv(const char *path, const EvalResult *r)
 int evaluate_run(const EvalConfig *cfg, Dist *d)
 {
     runtime_blas_single();
+    watchdog_beat("reading the weights", 0);
     const int rank = dist_rank(d), size = dist_size(d);
     Dataset ds;
     memset(&ds, 0, sizeof ds);
@@ -160,6 +172,7 @@ int evaluate_run(const EvalConfig *cfg, Dist *d)
     if (dist_agree(d, rc, NULL) < 0)
         goto out;
     dist_bcast(d, params, sizeof(float) * MODEL_NUM_PARAMS, 0);
+    watchdog_beat("reading the data", 0);
     rc = dataset_open(&ds, cfg->data_path);
     if (dist_agree(d, rc, NULL) < 0)
         goto out;
@@ -172,8 +185,10 @@ int evaluate_run(const EvalConfig *cfg, Dist *d)
     int threads = runtime_threads(cfg->threads, d, chunks > 0 ? (int)(chunks < 1024 ? chunks : 1024) : 1);
     st = stepper_create(cfg->micro_batch, 1, threads, chunks, REDUCE_EXACT);
     EvalResult r;
+    watchdog_beat("evaluating", 0);
     stepper_evaluate(st, d, &r, params, test.images, test.labels, test.count, total);
     rc = 0;
+    watchdog_beat("writing the report", 0);
     if (rank == 0) {
         print_report(cfg, &r);
         if (cfg->csv) {

@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -17,11 +18,29 @@ static _Thread_local char t_h5err[512];
 
 /* The stack is walked from the innermost call outwards: the first entry is the
  * library's most specific complaint (e.g. "Fletcher32 checksum failed"). */
+/* HDF5's own I/O messages run over several lines ("file write failed: time
+ * = ..., filename = ..., errno = 28, error message = 'No space left on
+ * device', ..."): keep the system's message, on one line. */
+static void tidy(char *out, size_t n, const char *desc)
+{
+    const char *m = strstr(desc, "error message = '");
+    if (m) {
+        m += strlen("error message = '");
+        const char *end = strchr(m, '\'');
+        snprintf(out, n, "%.*s", end ? (int)(end - m) : (int)strlen(m), m);
+    } else {
+        snprintf(out, n, "%s", desc);
+    }
+    for (char *p = out; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+}
+
 static herr_t take_first(unsigned n, const H5E_error2_t *e, void *data)
 {
     (void)data;
     if (n == 0)
-        snprintf(t_h5err, sizeof t_h5err, "%s", e->desc ? e->desc : "");
+        tidy(t_h5err, sizeof t_h5err, e->desc ? e->desc : "");
     return 0;
 }
 
@@ -31,7 +50,7 @@ static herr_t take_last(unsigned n, const H5E_error2_t *e, void *data)
 {
     (void)n;
     (void)data;
-    snprintf(t_h5outer, sizeof t_h5outer, "%s", e->desc ? e->desc : "");
+    tidy(t_h5outer, sizeof t_h5outer, e->desc ? e->desc : "");
     return 0;
 }
 
@@ -83,11 +102,26 @@ int h5_write_attr_int64(hid_t obj, const char *name, long long value)
     return write_attr(obj, name, H5T_NATIVE_LLONG, &value);
 }
 
+/* One value, not an array: H5Aread writes every element, and an edited
+ * file with a [10] attribute would overrun the caller's one value. */
+static int single_value(hid_t a)
+{
+    hid_t sp = H5Aget_space(a);
+    hssize_t n = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    if (sp >= 0)
+        H5Sclose(sp);
+    return n == 1;
+}
+
 static int read_attr(hid_t obj, const char *name, hid_t memtype, void *value)
 {
     if (H5Aexists(obj, name) <= 0)
         return err_set("attribute %s is missing", name);
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a >= 0 && !single_value(a)) {
+        H5Aclose(a);
+        return err_set("attribute %s is not a single value", name);
+    }
     int rc = (a >= 0 && H5Aread(a, memtype, value) >= 0) ? 0 : -1;
     if (rc < 0)
         err_set("cannot read attribute %s: %s", name, h5_error_text());
@@ -115,7 +149,9 @@ int h5_read_attr_string(hid_t obj, const char *name, char *buf, size_t n)
         return err_set("cannot open attribute %s: %s", name, h5_error_text());
     hid_t ft = H5Aget_type(a);
     int rc = 0;
-    if (H5Tget_class(ft) != H5T_STRING) {
+    if (!single_value(a)) {
+        rc = err_set("attribute %s is not a single string", name);
+    } else if (H5Tget_class(ft) != H5T_STRING) {
         rc = err_set("attribute %s is not a string", name);
     } else if (H5Tis_variable_str(ft) > 0) {
         /* written by h5py: variable-length */
@@ -168,25 +204,49 @@ int h5_dataset_dims(hid_t file, const char *name, int *ndim, hsize_t dims[8])
     return 0;
 }
 
-int h5_close_commit(hid_t f, int rc, const char *tmp, const char *path)
-{
-    if (H5Fclose(f) < 0 && rc == 0)
-        rc = err_set("%s: cannot close: %s", tmp, h5_error_text());
-    if (rc < 0) {
-        char why[1024];
-        snprintf(why, sizeof why, "%s", err_get());
-        unlink(tmp);
-        return err_set("%s: %s", path, why);
-    }
-    return fs_commit(tmp, path);
-}
-
-hid_t h5_create_temp(const char *path, char *tmp, size_t n)
+/* Files dpcnn writes are built in memory (HDF5's core driver, no backing
+ * store) and written out by plain POSIX calls. A write error (a full disk,
+ * a failing device) then happens in dpcnn's own write(), never inside HDF5:
+ * HDF5 cannot close a file it failed to flush, and left it open to crash at
+ * library shutdown. The file reaches the disk in one write, by temporary
+ * name, fsync and rename (fs_write_atomic). */
+hid_t h5_create_image(void)
 {
     h5_quiet();
-    fs_temp_name(tmp, n, path);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    static _Atomic unsigned long serial;
+    char name[64];
+    /* the name is only HDF5's label for the open file: make it unique */
+    snprintf(name, sizeof name, "dpcnn-image-%lu", (unsigned long)++serial);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    hid_t f = -1;
+    if (fapl >= 0 && H5Pset_fapl_core(fapl, (size_t)1 << 20, 0) >= 0 &&
+        H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) >= 0)
+        f = H5Fcreate(name, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     if (f < 0)
-        err_set("%s: cannot create: %s", tmp, h5_error_text());
+        err_set("cannot create an HDF5 file in memory: %s", h5_error_text());
+    if (fapl >= 0)
+        H5Pclose(fapl);
     return f;
+}
+
+int h5_commit_image(hid_t f, int rc, const char *path)
+{
+    void *buf = NULL;
+    ssize_t size = -1;
+    if (rc == 0 && H5Fflush(f, H5F_SCOPE_GLOBAL) >= 0)
+        size = H5Fget_file_image(f, NULL, 0);
+    if (size > 0) {
+        buf = malloc((size_t)size);
+        if (!buf || H5Fget_file_image(f, buf, (size_t)size) != size)
+            size = -1;
+    }
+    if (rc == 0 && size <= 0)
+        rc = err_set("cannot build the file image: %s", h5_error_text());
+    H5Fclose(f); /* in memory: nothing can fail to reach a disk */
+    if (rc == 0)
+        rc = fs_write_atomic(path, buf, (size_t)size);
+    else
+        rc = err_set("%s: %s", path, err_get());
+    free(buf);
+    return rc;
 }

@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include "dpcnn/error.h"
+#include "dpcnn/fsutil.h"
 #include "dpcnn/idx.h"
 #include "dpcnn/model.h"
 
@@ -35,6 +36,9 @@ static int read_exact(gzFile f, const char *path, void *buf, size_t n, const cha
 /* Open, check the magic for unsigned bytes in `ndim` dimensions, read dims. */
 static gzFile open_idx(const char *path, int ndim, uint32_t *dims)
 {
+    /* a FIFO or a device would block gzread, or never end */
+    if (fs_check_input(path, "the IDX file") < 0)
+        return NULL;
     gzFile f = gzopen(path, "rb");
     if (!f) {
         err_set("%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");

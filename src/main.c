@@ -8,7 +8,9 @@
 #include "dpcnn/error.h"
 #include "dpcnn/evaluate.h"
 #include "dpcnn/options.h"
+#include "dpcnn/stop.h"
 #include "dpcnn/train.h"
+#include "dpcnn/watchdog.h"
 
 #ifdef __SANITIZE_ADDRESS__
 /* LeakSanitizer stops the world with ptrace and crashes on Open MPI's helper
@@ -32,11 +34,40 @@ static int launcher_rank(void)
     return 0;
 }
 
+static int launcher_size(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "PMI_SIZE",
+                                       "SLURM_NTASKS"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && atoi(v) > 0)
+            return atoi(v);
+    }
+    return 1;
+}
+
+/* Started by a launcher (mpirun, srun)? Asked before MPI_Init: a singleton's
+ * MPI_Init sets PMIX_RANK in its own environment, so afterwards every run
+ * would look launched and a terminal would never get the live line. */
+static int launched(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK",
+                                       "SLURM_PROCID"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv(vars[i]))
+            return 1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    /* dpcnn trains; dpcnn evaluate CHECKPOINT evaluates. Parse first, so a
-     * usage error or --help needs no MPI at all. */
+    /* dpcnn trains; dpcnn evaluate CHECKPOINT evaluates. A training run takes
+     * a stop signal as a request to checkpoint and stop from the first
+     * instant; evaluation has nothing to save and keeps the default. */
     const int evaluating = argc > 1 && strcmp(argv[1], "evaluate") == 0;
+    if (!evaluating)
+        stop_install();
+    /* Parse first, so a usage error or --help needs no MPI at all. */
     const int speak = launcher_rank() == 0;
     TrainConfig train;
     EvalConfig eval;
@@ -46,8 +77,18 @@ int main(int argc, char **argv)
     case OPTIONS_EXIT_USAGE: return DPCNN_EXIT_USAGE;
     default: break;
     }
+    if (!evaluating)
+        train.launched = launched();
+    /* The watchdog runs from before MPI_Init to after MPI_Finalize: a rank
+     * stopped or lost while the others wait in either would hold them there
+     * for ever. Until MPI knows, the launcher says who is speaking. */
+    msg_set_rank(launcher_rank(), launcher_size());
+    watchdog_start(evaluating ? eval.hang_timeout : train.hang_timeout);
+    watchdog_beat("starting MPI", 0);
     Dist *d = dist_init(&argc, &argv);
     int status = evaluating ? evaluate_run(&eval, d) : train_run(&train, d);
+    watchdog_beat("finishing MPI", 0);
     dist_finalize(d);
+    watchdog_stop();
     return status;
 }

@@ -103,28 +103,45 @@ static int __attribute__((format(printf, 2, 3))) usage_error(int speak, const ch
     return OPTIONS_EXIT_USAGE;
 }
 
-/* A whole number in [lo, hi], all of the text. */
-static int parse_int(const char *s, long long lo, long long hi, long long *out)
+/* Numbers are digits and nothing else: strtoll and strtod would skip
+ * leading blanks and take a sign, so ' 1' would pass as 1 and ' -1' as a
+ * huge unsigned seed. A value that is not written plainly is refused. */
+static int plain_digits(const char *s)
 {
     if (!s || !*s)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (*p < '0' || *p > '9')
+            return 0;
+    return 1;
+}
+
+int options_parse_whole(const char *s, unsigned long long lo, unsigned long long hi,
+                        unsigned long long *out)
+{
+    if (!plain_digits(s))
         return -1;
-    char *end;
     errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end || v < lo || v > hi)
+    unsigned long long v = strtoull(s, NULL, 10);
+    if (errno || v < lo || v > hi)
         return -1;
     *out = v;
     return 0;
 }
 
-/* A finite number > 0 (or >= 0 with zero_ok), all of the text. */
-static int parse_real(const char *s, int zero_ok, double *out)
+int options_parse_real(const char *s, int zero_ok, double *out)
 {
+    /* a plain decimal number: digits, one point, an exponent (1e-3) */
+    if (!s || !((*s >= '0' && *s <= '9') || *s == '.'))
+        return -1;
     char *end;
     errno = 0;
     double x = strtod(s, &end);
-    if (errno || *end || !*s || !isfinite(x) || x < 0 || (x == 0 && !zero_ok))
+    if (errno || *end || !isfinite(x) || x < 0 || (x == 0 && !zero_ok))
         return -1;
+    for (const char *p = s; p < end; p++) /* no hexadecimal floats */
+        if (*p == 'x' || *p == 'X')
+            return -1;
     *out = x;
     return 0;
 }
@@ -169,7 +186,7 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
     const struct {
         int id;
         const char *flag;
-        long long lo, hi;
+        unsigned long long lo, hi;
         const char *expected;
         int *as_int;
         size_t *as_size;
@@ -194,14 +211,14 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
     opterr = 0;
     optind = 1;
     int c;
-    long long v;
+    unsigned long long v;
     while ((c = getopt_long(argc, argv, ":hV", opts, NULL)) != -1) {
         const char *name = optind > 0 && optind <= argc ? argv[optind - 1] : "";
         size_t w = 0;
         while (w < sizeof whole / sizeof whole[0] && whole[w].id != c)
             w++;
         if (w < sizeof whole / sizeof whole[0]) {
-            if (parse_int(optarg, whole[w].lo, whole[w].hi, &v) < 0)
+            if (options_parse_whole(optarg, whole[w].lo, whole[w].hi, &v) < 0)
                 return usage_error(speak, "%s: expected %s, got '%s'", whole[w].flag,
                                    whole[w].expected, optarg);
             if (whole[w].as_int)
@@ -212,25 +229,25 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
         }
         switch (c) {
         case O_LR:
-            if (parse_real(optarg, 0, &cfg->lr) < 0)
+            if (options_parse_real(optarg, 0, &cfg->lr) < 0)
                 return usage_error(speak, "--lr: expected a positive number, got '%s'", optarg);
             break;
         case O_HANG:
-            if (parse_real(optarg, 1, &cfg->hang_timeout) < 0)
+            if (options_parse_real(optarg, 1, &cfg->hang_timeout) < 0)
                 return usage_error(speak, "--hang-timeout: expected seconds >= 0, got '%s'",
                                    optarg);
             break;
-        case O_SEED: {
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(optarg, &end, 10);
-            if (errno || *end || !*optarg || optarg[0] == '-')
+        case O_SEED:
+            if (options_parse_whole(optarg, 0, UINT64_MAX, &v) < 0)
                 return usage_error(speak, "--seed: expected a whole number >= 0, got '%s'",
                                    optarg);
-            cfg->seed = (uint64_t)s;
+            cfg->seed = (uint64_t)v;
             break;
-        }
-        case O_DATA: cfg->data_path = optarg; break;
+        case O_DATA:
+            if (!*optarg)
+                return usage_error(speak, "--data: expected a file, got ''");
+            cfg->data_path = optarg;
+            break;
         case O_NO_SHUFFLE: cfg->shuffle = 0; break;
         case O_CKPT:
             if (!*optarg)
@@ -239,25 +256,34 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
             cfg->checkpoint_dir = optarg;
             ckpt_given = 1;
             break;
-        case O_INIT: cfg->init_path = optarg; break;
-        case O_RESUME: cfg->resume_path = optarg; break;
+        case O_INIT:
+            if (!*optarg)
+                return usage_error(speak, "--init: expected a file, got ''");
+            cfg->init_path = optarg;
+            break;
+        case O_RESUME:
+            if (!*optarg)
+                return usage_error(speak, "--resume: expected a directory or a file, got ''");
+            cfg->resume_path = optarg;
+            break;
         case O_OVERRIDE: cfg->override_hparams = 1; break;
         case O_QUIET: cfg->quiet = 1; break;
         case O_CKPT_EVERY: {
-            char *end;
-            errno = 0;
-            long n = strtol(optarg, &end, 10);
-            int steps = 0;
-            if (end != optarg && (strcmp(end, "s") == 0 || strcmp(end, "steps") == 0))
-                steps = 1;
-            else if (end != optarg && *end && strcmp(end, "e") != 0 && strcmp(end, "epochs") != 0)
-                n = -1;
-            if (errno || end == optarg || n < 1 || n > (1L << 30))
+            /* N, Ne or Nepochs: epochs; Ns or Nsteps: steps */
+            char num[32];
+            size_t k = strspn(optarg, "0123456789");
+            const char *unit = optarg + k;
+            int steps = strcmp(unit, "s") == 0 || strcmp(unit, "steps") == 0;
+            int epochs = !*unit || strcmp(unit, "e") == 0 || strcmp(unit, "epochs") == 0;
+            snprintf(num, sizeof num, "%.*s", (int)(k < sizeof num - 1 ? k : sizeof num - 1),
+                     optarg);
+            if (k == 0 || k >= sizeof num || !(steps || epochs) ||
+                options_parse_whole(num, 1, 1u << 30, &v) < 0)
                 return usage_error(speak,
                                    "--checkpoint-every: expected N epochs (N or Ne) or N "
                                    "steps (Ns), N >= 1, got '%s'",
                                    optarg);
-            cfg->checkpoint_every = (int)n;
+            cfg->checkpoint_every = (int)v;
             cfg->checkpoint_every_steps = steps;
             break;
         }

@@ -71,6 +71,10 @@ int main(int argc, char **argv)
               stderr);
         return DPCNN_EXIT_USAGE;
     }
+    if (!*out || fs_check_output(out) < 0) {
+        fprintf(stderr, "dpcnn-prepare: error: %s\n", *out ? err_get() : "-o: expected a file name");
+        return *out ? DPCNN_EXIT_FAILURE : DPCNN_EXIT_USAGE;
+    }
     const char *dir = argc - optind == 1 ? argv[optind] : "/usr/share/datasets/fashion-mnist";
     if (given == 0) {
         files[0] = find_in(dir, "train-images-idx3-ubyte");

@@ -58,7 +58,7 @@ static int filter_metrics(const char *path, int epochs_done, int64_t resume_step
 }
 
 int runlog_open(RunLog *log, const char *dir, int epochs_done, int64_t resume_step, int quiet,
-                int log_every)
+                int log_every, int launched)
 {
     memset(log, 0, sizeof *log);
     log->quiet = quiet;
@@ -67,8 +67,6 @@ int runlog_open(RunLog *log, const char *dir, int epochs_done, int64_t resume_st
      * a pseudo-terminal even when mpirun's own output goes to a log file, so
      * under a launcher print plain lines (DPCNN_PROGRESS=tty forces the line). */
     const char *force = getenv("DPCNN_PROGRESS");
-    const int launched = getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") ||
-                         getenv("PMI_RANK") || getenv("SLURM_PROCID");
     log->tty = force ? strcmp(force, "tty") == 0 : isatty(STDOUT_FILENO) && !launched;
     snprintf(log->path, sizeof log->path, "%s/metrics.jsonl", dir);
     if (resume_step >= 0) {
@@ -161,10 +159,10 @@ void runlog_progress(RunLog *log, const Progress *p)
     }
 }
 
-void runlog_epoch(RunLog *log, const EpochRecord *r)
+int runlog_epoch(RunLog *log, const EpochRecord *r)
 {
     if (msg_rank() != 0)
-        return;
+        return 0;
     const double train_loss = r->train_loss_sum / (double)r->train_samples;
     const double test_loss = r->test_loss_sum / (double)r->test_samples;
     const double acc = (double)r->test_correct / (double)r->test_samples;
@@ -175,7 +173,7 @@ void runlog_epoch(RunLog *log, const EpochRecord *r)
                r->epoch, train_loss, r->train_correct, r->train_samples, test_loss, acc,
                r->seconds, sps);
     if (!log->metrics)
-        return;
+        return 0;
     fprintf(log->metrics,
             "{\"type\":\"epoch\",\"epoch\":%d,\"train_loss\":%.17g,\"train_correct\":%" PRId64
             ",\"train_samples\":%" PRId64 ",\"test_loss\":%.17g,\"test_correct\":%" PRId64
@@ -185,8 +183,12 @@ void runlog_epoch(RunLog *log, const EpochRecord *r)
             r->epoch, train_loss, r->train_correct, r->train_samples, test_loss, r->test_correct,
             r->test_samples, acc, r->seconds, sps, r->eval_seconds, r->shard_seconds,
             r->reduce_seconds, r->ranks);
-    fflush(log->metrics);
-    fsync(fileno(log->metrics));
+    if (fflush(log->metrics) != 0 || ferror(log->metrics) ||
+        (fsync(fileno(log->metrics)) < 0 && errno != EINVAL))
+        log->failed = errno ? errno : EIO;
+    if (log->failed)
+        return err_set("%s: cannot write: %s", log->path, strerror(log->failed));
+    return 0;
 }
 
 void runlog_step(RunLog *log, int epoch, int64_t step, double loss_sum, int64_t correct,
@@ -198,5 +200,6 @@ void runlog_step(RunLog *log, int epoch, int64_t step, double loss_sum, int64_t 
             "{\"type\":\"step\",\"epoch\":%d,\"step\":%" PRId64 ",\"loss\":%.17g,\"correct\":%" PRId64
             ",\"samples\":%d,\"seconds\":%.6f,\"ranks\":%d}\n",
             epoch, step, loss_sum / samples, correct, samples, seconds, ranks);
-    fflush(log->metrics);
+    if (fflush(log->metrics) != 0 && !log->failed)
+        log->failed = errno ? errno : EIO;
 }

@@ -23,6 +23,7 @@
 #include "dpcnn/checkpoint.h"
 #include "dpcnn/dataset.h"
 #include "dpcnn/error.h"
+#include "dpcnn/fault.h"
 #include "dpcnn/fsutil.h"
 #include "dpcnn/hash.h"
 #include "dpcnn/model.h"
@@ -31,6 +32,7 @@
 #include "dpcnn/runtime.h"
 #include "dpcnn/shard.h"
 #include "dpcnn/step.h"
+#include "dpcnn/stop.h"
 #include "dpcnn/train.h"
 #include "dpcnn/watchdog.h"
 
@@ -53,7 +55,7 @@ void train_config_defaults(TrainConfig *cfg)
     cfg->checkpoint_every = 1;
     cfg->check_every = 100;
     cfg->log_every = 100;
-    cfg->hang_timeout = 300;
+    cfg->hang_timeout = TRAIN_DEFAULT_HANG_TIMEOUT;
 }
 
 typedef struct {
@@ -73,49 +75,10 @@ typedef struct {
     Stepper *stepper;
     RunState rs; /* the run's definition and position: what a checkpoint holds */
     RunLog log;
+    int lock_fd;          /* rank 0: the checkpoint directory's lock */
     double shard_seconds; /* exchange time of the current epoch */
     int64_t samples_run;  /* samples of the current epoch trained by this process */
 } Trainer;
-
-/* ------------------------------------------------------------ preemption */
-
-/* SIGTERM, SIGINT and SIGUSR1 ask for a stop at the next step boundary (Slurm
- * sends one before a time limit or preemption; mpirun forwards them). The
- * ranks agree on it inside the step's own collective, so all stop after the
- * same step. A second signal of the same kind stops the process at once. */
-static volatile sig_atomic_t g_stop_signal;
-
-static void on_stop_signal(int sig)
-{
-    if (g_stop_signal == sig) {
-        signal(sig, SIG_DFL);
-        raise(sig);
-        return;
-    }
-    g_stop_signal = sig;
-}
-
-static void install_stop_handlers(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGUSR1, &sa, NULL);
-}
-
-static const char *signal_name(int sig)
-{
-    switch (sig) {
-    case SIGTERM: return "SIGTERM";
-    case SIGINT: return "SIGINT";
-    case SIGUSR1: return "SIGUSR1";
-    default: return "a signal";
-    }
-}
 
 /* ---------------------------------------------------------------- set-up */
 
@@ -173,6 +136,7 @@ static void free_trainer(Trainer *t)
     if (t->data.path)
         dataset_close(&t->data);
     runlog_close(&t->log);
+    fs_unlock_dir(t->lock_fd);
 }
 
 /* The run's definition, from the command line and the data. */
@@ -268,31 +232,6 @@ static int resume(Trainer *t)
     return 0;
 }
 
-/* ------------------------------------------------------------ fault hooks */
-
-/* DPCNN_FAULT=kind@step:rank injects a failure for the tests (doc/determinism.md):
- * nan (a NaN weight before the step), hang (stop making progress before it),
- * drift (a perturbed replica after it), kill (SIGKILL itself after it),
- * killwrite (SIGKILL itself halfway through writing the checkpoint of that
- * step, rank 0). Read once at start-up; unset, nothing is ever due. */
-static struct {
-    char kind[16];
-    long long step;
-    int rank;
-} g_fault = {"", -1, -1};
-
-static void fault_read(void)
-{
-    const char *f = getenv("DPCNN_FAULT");
-    if (!f || sscanf(f, "%15[a-z]@%lld:%d", g_fault.kind, &g_fault.step, &g_fault.rank) != 3)
-        g_fault.step = -1;
-}
-
-static int fault_due(const char *kind, int64_t step, int rank)
-{
-    return g_fault.step == step && g_fault.rank == rank && strcmp(g_fault.kind, kind) == 0;
-}
-
 /* ----------------------------------------------------------- checkpoints */
 
 static uint64_t state_hash(const Trainer *t)
@@ -376,11 +315,14 @@ static int prepare_outputs(Trainer *t, int resumed)
     int rc = 0;
     if (t->rank == 0) {
         rc = fs_make_dir(t->cfg.checkpoint_dir);
+        if (rc == 0) /* before anything in it is touched */
+            rc = fs_lock_dir(t->cfg.checkpoint_dir, &t->lock_fd);
         if (rc == 0)
             rc = checkpoint_clean_temps(t->cfg.checkpoint_dir);
         if (rc == 0)
             rc = runlog_open(&t->log, t->cfg.checkpoint_dir, t->rs.epochs_done,
-                             resumed ? t->rs.step : -1, t->cfg.quiet, t->cfg.log_every);
+                             resumed ? t->rs.step : -1, t->cfg.quiet, t->cfg.log_every,
+                             t->cfg.launched);
     } else {
         memset(&t->log, 0, sizeof t->log);
         t->log.quiet = 1;
@@ -456,7 +398,7 @@ static int run_epoch(Trainer *t)
     t->samples_run = 0;
     for (int64_t st = first; st < steps; st++) {
         watchdog_beat("step", rs->step + 1);
-        StepSums sums = {0, 0, g_stop_signal != 0, -1, 0};
+        StepSums sums = {0, 0, stop_requested() != 0, -1, 0};
         if (train_step(t, (size_t)st, t->xch.sample + pos, t->xch.label + pos, &sums) < 0) {
             msg_job_error("%s; the last complete checkpoint is %s/latest.h5", err_get(),
                           cfg->checkpoint_dir);
@@ -514,7 +456,8 @@ static int finish_epoch(Trainer *t, double train_seconds, int stopping)
                      t->samples_run};
     /* The metrics line goes first, then the checkpoint: a checkpoint's epoch
      * always has its line, and a resume drops lines past its checkpoint. */
-    runlog_epoch(&t->log, &r);
+    if (dist_agree(t->dist, runlog_epoch(&t->log, &r), "metrics") < 0)
+        return -1;
     rs->epochs_done++;
     rs->step_in_epoch = 0;
     rs->epoch_loss_sum = 0.0;
@@ -540,10 +483,9 @@ int train_run(const TrainConfig *cfg, Dist *d)
     t->size = dist_size(d);
     t->data.file = -1;
     t->log.quiet = 1;
+    t->lock_fd = -1;
     runtime_blas_single();
-    install_stop_handlers();
     fault_read();
-    watchdog_start(cfg->hang_timeout);
     watchdog_beat("reading the data, step", 0);
     int status = DPCNN_EXIT_FAILURE;
     if (open_data(t) < 0)
@@ -602,7 +544,7 @@ int train_run(const TrainConfig *cfg, Dist *d)
         int stop = r == EPOCH_STOPPED; /* agreed in a step's collective */
         if (t->rs.step_in_epoch == steps) {
             if (!stop) { /* a signal may have come during the last step or since: agree */
-                int s[1] = {g_stop_signal != 0};
+                int s[1] = {stop_requested() != 0};
                 dist_max_int(d, s, 1);
                 stop = s[0];
             }
@@ -615,7 +557,7 @@ int train_run(const TrainConfig *cfg, Dist *d)
             runlog_notice(&t->log,
                        "stopped by %s after step %" PRId64 "; checkpoint %s/latest.h5; the "
                        "same command with --resume %s continues the run",
-                       g_stop_signal ? signal_name(g_stop_signal) : "another rank's signal",
+                       stop_requested() ? stop_signal_name(stop_requested()) : "another rank's signal",
                        t->rs.step, cfg->checkpoint_dir, cfg->checkpoint_dir);
             status = DPCNN_EXIT_STOPPED;
             goto out;
@@ -623,7 +565,6 @@ int train_run(const TrainConfig *cfg, Dist *d)
     }
     status = DPCNN_EXIT_OK;
 out:
-    watchdog_stop();
     free_trainer(t);
     return status;
 }

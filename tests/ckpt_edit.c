@@ -3,10 +3,17 @@
  *   reshape TENSOR    replace a model tensor by one of another shape
  *   drop-optimizer    delete /optimizer (what a weights-only file looks like)
  *   flip              change one weight's value in place (the digest must catch it)
+ *   nan TENSOR        set the first element of TENSOR to NaN, in place
+ *   drop-attr NAME    delete a root attribute (the digest, say)
+ *   set-int NAME V    overwrite a root integer attribute (format_version 99)
+ *   foreign           strip every dpcnn mark (root attributes, /optimizer): what a
+ *                     PyTorch state_dict written with h5py looks like
  *   same-weights B    exit 0 if FILE and B hold bitwise-equal model tensors */
 #include "config.h"
 
 #include <hdf5.h>
+#include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -47,6 +54,36 @@ int main(int argc, char **argv)
         b[7] += 1.0f;
         rc |= H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, b) < 0;
         H5Dclose(d);
+    } else if (strcmp(argv[2], "nan") == 0 && argc == 4) {
+        hid_t d = H5Dopen2(f, argv[3], H5P_DEFAULT);
+        hid_t fs = d < 0 ? -1 : H5Dget_space(d);
+        hsize_t off[4] = {0, 0, 0, 0}, one[4] = {1, 1, 1, 1};
+        hid_t ms = H5Screate_simple(1, one, NULL);
+        float v = NAN;
+        rc = d < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, one, NULL) < 0 ||
+             H5Dwrite(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, &v) < 0;
+        H5Sclose(ms);
+        if (d >= 0) {
+            H5Sclose(fs);
+            H5Dclose(d);
+        }
+    } else if (strcmp(argv[2], "drop-attr") == 0 && argc == 4) {
+        rc = H5Adelete(f, argv[3]) < 0;
+    } else if (strcmp(argv[2], "set-int") == 0 && argc == 5) {
+        long long v = atoll(argv[4]);
+        hid_t a = H5Aopen(f, argv[3], H5P_DEFAULT);
+        rc = a < 0 || H5Awrite(a, H5T_NATIVE_LLONG, &v) < 0;
+        if (a >= 0)
+            H5Aclose(a);
+    } else if (strcmp(argv[2], "foreign") == 0) {
+        hid_t root = H5Gopen2(f, "/", H5P_DEFAULT);
+        while (H5Aget_num_attrs(root) > 0)
+            if (H5Adelete_by_idx(root, ".", H5_INDEX_NAME, H5_ITER_INC, 0, H5P_DEFAULT) < 0) {
+                rc = 1;
+                break;
+            }
+        H5Gclose(root);
+        rc |= H5Ldelete(f, "optimizer", H5P_DEFAULT) < 0;
     } else {
         fprintf(stderr, "ckpt_edit: unknown action %s\n", argv[2]);
         rc = 2;

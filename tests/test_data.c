@@ -144,7 +144,7 @@ static void test_idx_bad(void **state)
     write_idx("labels", 0, 8, 1, nl, bad, 4);
     expect_error(idx_read_labels(path_of("labels"), &out, &n, 10), "label 10 of item 2");
 
-    expect_error(idx_read_labels(path_of("absent"), &out, &n, 10), "cannot open");
+    expect_error(idx_read_labels(path_of("absent"), &out, &n, 10), "no such file");
 
     /* gzip with its stream cut mid-way */
     write_idx("gzcut", 1, 8, 3, dims, px, 3 * 784);
@@ -252,11 +252,12 @@ static void test_h5_bad(void **state)
     dataset_close(&ds);
 }
 
+enum { NT = 2500 };
+
 /* Flip bytes inside one stored chunk: Fletcher-32 must catch it. */
 static void test_h5_corrupt_chunk(void **state)
 {
     (void)state;
-    enum { NT = 2500 };
     uint8_t *img = pattern(NT * 784), lab[NT];
     memset(lab, 1, sizeof lab);
     SplitData train = {img, lab, NT}, test = {img, lab, 10};
@@ -289,12 +290,205 @@ static void test_h5_corrupt_chunk(void **state)
     free(img);
 }
 
+
+/* A data file of NT train samples (3 blocks) and 10 test samples. */
+
+static uint8_t *write_blocks(const char *name, uint8_t *lab)
+{
+    uint8_t *img = pattern(NT * 784);
+    for (int i = 0; i < NT; i++)
+        lab[i] = (uint8_t)((i * 7) % 10);
+    SplitData train = {img, lab, NT}, test = {img, lab, 10};
+    assert_int_equal(dataset_write(path_of(name), &train, &test, "test"), 0);
+    return img;
+}
+
+/* Change one stored label in place, as an h5py edit would: the chunk's
+ * checksum is rewritten with it, only the digest can tell. */
+static void relabel(const char *name, size_t index, uint8_t label)
+{
+    hid_t f = H5Fopen(path_of(name), H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "/train/labels", H5P_DEFAULT);
+    hid_t fs = H5Dget_space(d);
+    hsize_t off = index, one = 1;
+    hid_t ms = H5Screate_simple(1, &one, NULL);
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, &off, NULL, &one, NULL);
+    assert_true(H5Dwrite(d, H5T_NATIVE_UINT8, ms, fs, H5P_DEFAULT, &label) >= 0);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    H5Fclose(f);
+}
+
+static void test_h5_digests(void **state)
+{
+    (void)state;
+    uint8_t lab[NT];
+    uint8_t *img = write_blocks("d.h5", lab);
+    uint8_t *buf = malloc(NT * 784), lb[NT];
+    Dataset ds;
+    assert_int_equal(dataset_open(&ds, path_of("d.h5")), 0);
+    char fp[32];
+    snprintf(fp, sizeof fp, "%s", ds.fingerprint);
+    /* ranges that cut blocks anywhere verify and read back exactly */
+    const size_t ranges[][2] = {{0, NT}, {999, 2}, {1500, 1000}, {2499, 1}, {0, 1}};
+    for (size_t r = 0; r < sizeof ranges / sizeof ranges[0]; r++) {
+        assert_int_equal(dataset_read(&ds, SPLIT_TRAIN, ranges[r][0], ranges[r][1], buf, lb), 0);
+        assert_memory_equal(buf, img + ranges[r][0] * 784, ranges[r][1] * 784);
+        assert_memory_equal(lb, lab + ranges[r][0], ranges[r][1]);
+    }
+    dataset_close(&ds);
+
+    /* one label changed in place: its block is refused, the others still read */
+    relabel("d.h5", 1234, (uint8_t)((lab[1234] + 1) % 10));
+    assert_int_equal(dataset_open(&ds, path_of("d.h5")), 0);
+    assert_string_equal(ds.fingerprint, fp); /* the digests were not touched */
+    expect_error(dataset_read(&ds, SPLIT_TRAIN, 1200, 10, buf, lb),
+                 "samples 1000..1999 do not match their digest");
+    assert_int_equal(dataset_read(&ds, SPLIT_TRAIN, 0, 1000, buf, lb), 0);
+    assert_int_equal(dataset_read(&ds, SPLIT_TRAIN, 2000, 500, buf, lb), 0);
+    dataset_close(&ds);
+
+    /* the same change made properly (a new file) changes the fingerprint */
+    lab[1234] = (uint8_t)((lab[1234] + 1) % 10);
+    SplitData train = {img, lab, NT}, test = {img, lab, 10};
+    assert_int_equal(dataset_write(path_of("d2.h5"), &train, &test, "test"), 0);
+    assert_int_equal(dataset_open(&ds, path_of("d2.h5")), 0);
+    assert_string_not_equal(ds.fingerprint, fp);
+    char fp2[32];
+    dataset_fingerprint(fp2, &train, &test);
+    assert_string_equal(ds.fingerprint, fp2);
+    dataset_close(&ds);
+
+    /* no digests: refused at open */
+    hid_t f = H5Fopen(path_of("d2.h5"), H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(H5Ldelete(f, "/test/digests", H5P_DEFAULT) >= 0);
+    H5Fclose(f);
+    expect_error(dataset_open(&ds, path_of("d2.h5")), "/test/digests is missing");
+    free(buf);
+    free(img);
+}
+
+/* A chunk the index does not know reads as zeros: refused at open. */
+static void test_h5_missing_chunk(void **state)
+{
+    (void)state;
+    uint8_t lab[NT];
+    uint8_t *img = write_blocks("m.h5", lab);
+    hid_t f = H5Fopen(path_of("m.h5"), H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(H5Ldelete(f, "/train/images", H5P_DEFAULT) >= 0);
+    hsize_t dims[3] = {NT, 28, 28}, chunk[3] = {DATASET_CHUNK, 28, 28};
+    hid_t s = H5Screate_simple(3, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 3, chunk);
+    hid_t d = H5Dcreate2(f, "/train/images", H5T_STD_U8LE, s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    for (hsize_t c = 0; c < 3; c += 2) { /* chunks 0 and 2; 1 is never written */
+        hsize_t off[3] = {c * DATASET_CHUNK, 0, 0};
+        hsize_t cnt[3] = {c == 2 ? NT - 2 * DATASET_CHUNK : DATASET_CHUNK, 28, 28};
+        hid_t ms = H5Screate_simple(3, cnt, NULL);
+        H5Sselect_hyperslab(s, H5S_SELECT_SET, off, NULL, cnt, NULL);
+        assert_true(H5Dwrite(d, H5T_NATIVE_UINT8, ms, s, H5P_DEFAULT, img + off[0] * 784) >= 0);
+        H5Sclose(ms);
+    }
+    H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(s);
+    H5Fclose(f);
+    Dataset ds;
+    expect_error(dataset_open(&ds, path_of("m.h5")), "has 2 of its 3 chunks");
+    free(img);
+}
+
+/* Flip bytes of the file's metadata (everything but chunk data) one at a
+ * time: each damaged file must be refused, or read back exactly the data
+ * that was written. Never different data without an error. */
+static void test_h5_metadata_flips(void **state)
+{
+    (void)state;
+    uint8_t lab[NT];
+    uint8_t *img = write_blocks("f.h5", lab);
+    FILE *fp = fopen(path_of("f.h5"), "rb");
+    fseek(fp, 0, SEEK_END);
+    const long size = ftell(fp);
+    uint8_t *orig = malloc((size_t)size);
+    fseek(fp, 0, SEEK_SET);
+    assert_int_equal(fread(orig, 1, (size_t)size, fp), (size_t)size);
+    fclose(fp);
+    /* where the chunk data lie: those bytes are Fletcher-32's to guard */
+    uint8_t *is_data = calloc((size_t)size, 1);
+    hid_t f = H5Fopen(path_of("f.h5"), H5F_ACC_RDONLY, H5P_DEFAULT);
+    const char *names[] = {"/train/images", "/train/labels", "/train/digests", "/test/images",
+                           "/test/labels", "/test/digests"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        hid_t d = H5Dopen2(f, names[k], H5P_DEFAULT);
+        hsize_t n = 0;
+        hid_t sp = H5Dget_space(d);
+        if (H5Dget_num_chunks(d, sp, &n) >= 0)
+            for (hsize_t c = 0; c < n; c++) {
+                haddr_t addr;
+                hsize_t bytes;
+                if (H5Dget_chunk_info(d, sp, c, NULL, NULL, &addr, &bytes) >= 0)
+                    memset(is_data + addr, 1, bytes);
+            }
+        haddr_t at = H5Dget_offset(d); /* contiguous (the digests) */
+        if (at != HADDR_UNDEF)
+            memset(is_data + at, 1, H5Dget_storage_size(d));
+        H5Sclose(sp);
+        H5Dclose(d);
+    }
+    H5Fclose(f);
+    long meta = 0;
+    for (long i = 0; i < size; i++)
+        meta += !is_data[i];
+    uint8_t *buf = malloc(NT * 784), lb[NT], tbuf[10 * 784], tlb[10];
+    Rng rng;
+    rng_init(&rng, 8, 0, 0);
+    int refused = 0, same = 0;
+    const int cases = 400;
+    for (int c = 0; c < cases; c++) {
+        long at;
+        do
+            at = (long)rng_below(&rng, (uint64_t)size);
+        while (is_data[at]);
+        uint8_t *copy = malloc((size_t)size);
+        memcpy(copy, orig, (size_t)size);
+        copy[at] ^= (uint8_t)(1u << rng_below(&rng, 8));
+        fp = fopen(path_of("flip.h5"), "wb");
+        fwrite(copy, 1, (size_t)size, fp);
+        fclose(fp);
+        free(copy);
+        Dataset ds;
+        int rc = dataset_open(&ds, path_of("flip.h5"));
+        if (rc == 0) {
+            rc = dataset_read(&ds, SPLIT_TRAIN, 0, NT, buf, lb);
+            if (rc == 0)
+                rc = dataset_read(&ds, SPLIT_TEST, 0, 10, tbuf, tlb);
+            dataset_close(&ds);
+        }
+        if (rc < 0) {
+            assert_true(strlen(err_get()) > 0);
+            refused++;
+            continue;
+        }
+        if (memcmp(buf, img, NT * 784) != 0 || memcmp(lb, lab, NT) != 0 ||
+            memcmp(tbuf, img, 10 * 784) != 0 || memcmp(tlb, lab, 10) != 0)
+            fail_msg("a flip of byte %ld gave different data without an error", at);
+        same++;
+    }
+    printf("  %d flips in %ld bytes of metadata: %d refused, %d read the original data\n", cases,
+           meta, refused, same);
+    free(buf);
+    free(is_data);
+    free(orig);
+    free(img);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_idx_valid), cmocka_unit_test(test_idx_bad),
         cmocka_unit_test(test_h5_valid),  cmocka_unit_test(test_h5_bad),
-        cmocka_unit_test(test_h5_corrupt_chunk),
+        cmocka_unit_test(test_h5_corrupt_chunk), cmocka_unit_test(test_h5_digests),
+        cmocka_unit_test(test_h5_missing_chunk), cmocka_unit_test(test_h5_metadata_flips),
     };
     return cmocka_run_group_tests(tests, make_dir, remove_dir);
 }

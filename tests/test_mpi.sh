@@ -128,6 +128,35 @@ grep -q "rank 1: error: no progress for .* (step 3, computing" "$T/out" ||
     { cat "$T/out"; fail "the hung rank does not say it was computing"; }
 check_no_torn "$T/hang"
 
+# dpcnn evaluate has the same bound: one of three ranks stopped (SIGSTOP) as
+# soon as it exists, wherever that finds it, and the job still ends.
+mpirun -np 3 ./dpcnn evaluate "$T/np1/epoch-0002.h5" --data "$DATA" --threads 1 \
+    --hang-timeout 3 >"$T/evalstop.log" 2>&1 &
+launcher=$!
+i=0
+victim=
+while [ -z "$victim" ] && [ $i -lt 200 ]; do
+    victim=$(pgrep -P "$launcher" -f dpcnn | sed -n 2p)
+    [ -n "$victim" ] || sleep 0.02
+    i=$((i + 1))
+done
+[ -n "$victim" ] || fail "no evaluating rank to stop"
+kill -STOP "$victim"
+start=$(date +%s)
+( sleep 60; kill -KILL "$launcher" 2>/dev/null ) &
+guard=$!
+set +e
+wait "$launcher"
+status=$?
+set -e
+kill "$guard" 2>/dev/null || true
+took=$(($(date +%s) - start))
+kill -KILL "$victim" 2>/dev/null || true
+echo "evaluate with a stopped rank: status $status after ${took}s"
+[ "$status" -ne 0 ] || { cat "$T/evalstop.log"; fail "evaluate succeeded with a stopped rank"; }
+[ "$took" -le 13 ] || { cat "$T/evalstop.log"; fail "evaluate with a stopped rank took ${took}s (bound 3 + 10)"; }
+grep -q "no progress for" "$T/evalstop.log" || { cat "$T/evalstop.log"; fail "no watchdog message"; }
+
 # Usage errors: every rank exits 2, one message.
 set +e
 mpirun -np 2 ./dpcnn --epochs x >"$T/out" 2>&1

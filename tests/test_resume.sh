@@ -168,6 +168,54 @@ refuse "add --override-hparams" \
     --checkpoint-dir "$T/x10" --quiet || fail "--override-hparams at an epoch boundary"
 echo "damaged and mismatched checkpoints refused"
 
+# Wherever a checkpoint is read (evaluate, --init), a damaged or edited one is
+# refused, not used: its digest is checked even when only weights are wanted,
+# and a file that claims to be a dpcnn checkpoint without a digest is refused.
+GOOD=$T/straight/epoch-0002.h5
+edited() { # edited NAME ACTION...: a copy of GOOD with one edit
+    name=$1; shift
+    cp "$GOOD" "$T/$name.h5"
+    ./tests/ckpt_edit "$T/$name.h5" "$@" || fail "ckpt_edit $*"
+}
+edited flipped flip
+edited nodigest drop-attr digest
+edited nanw nan conv2.weight
+edited future set-int format_version 99
+for use in evaluate init; do
+    for case in "flipped:damaged: its contents do not match its digest" \
+        "nodigest:not a complete dpcnn checkpoint: attribute digest is missing" \
+        "nanw:damaged: its contents do not match its digest" \
+        "future:checkpoint format 99 is newer than this dpcnn understands"; do
+        file=$T/${case%%:*}.h5
+        if [ "$use" = evaluate ]; then
+            refuse "${case#*:}" ./dpcnn evaluate "$file" --data "$DATA" --test-limit 100
+        else
+            refuse "${case#*:}" ./dpcnn $ARGS --epochs 1 --init "$file" --checkpoint-dir "$T/i-$use"
+        fi
+    done
+done
+# A foreign weights file (a PyTorch state_dict written with h5py: tensors, no
+# dpcnn marks) stays welcome, unless it holds a non-finite value.
+edited foreign foreign
+./dpcnn evaluate "$T/foreign.h5" --data "$DATA" --test-limit 100 >"$T/out" || fail "a foreign weights file"
+./dpcnn $ARGS --epochs 1 --init "$T/foreign.h5" --checkpoint-dir "$T/i-foreign" --quiet ||
+    fail "--init from a foreign weights file"
+./tests/ckpt_edit "$T/foreign.h5" nan fc2.bias
+refuse "tensor fc2.bias holds a non-finite value (nan at element 0)" \
+    ./dpcnn evaluate "$T/foreign.h5" --data "$DATA" --test-limit 100
+refuse "tensor fc2.bias holds a non-finite value" \
+    ./dpcnn $ARGS --epochs 1 --init "$T/foreign.h5" --checkpoint-dir "$T/i-nan"
+echo "evaluate and --init: damaged checkpoints refused, foreign weights welcome"
+
+# A refusal keeps its reason whole, however long the path (the message used to
+# be formatted into its own buffer, and cut at 512 bytes between ranks).
+long=$T/$(printf 'd%.0s' $(seq 1 200))/$(printf 'e%.0s' $(seq 1 200))/$(printf 'f%.0s' $(seq 1 200))
+mkdir -p "$long"
+cp "$T/nodigest.h5" "$long/ckpt.h5"
+refuse "$long/ckpt.h5: not a complete dpcnn checkpoint: attribute digest is missing" \
+    mpirun -np 2 ./dpcnn $ARGS --epochs 3 --resume "$long/ckpt.h5" --checkpoint-dir "$T/x11"
+grep -c "not a complete dpcnn checkpoint" "$T/out" | grep -qx 1 || fail "the reason is repeated"
+
 # The model's results: per-class accuracy and the confusion matrix as CSV.
 ./dpcnn evaluate "$T/straight/latest.h5" --data "$DATA" --csv "$T/confusion.csv" >"$T/eval.txt"
 cat "$T/eval.txt"

@@ -36,7 +36,9 @@ void msg_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void msg_job_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Recoverable errors: the last message, per thread. err_set returns -1 so
- * `return err_set(...)` reads naturally. */
+ * `return err_set(...)` reads naturally; its arguments may include err_get()
+ * (to wrap the previous message). Messages are cut at ERR_MAX - 1 bytes. */
+#define ERR_MAX 16384
 int err_set(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *err_get(void);
 

@@ -14,6 +14,7 @@ typedef struct {
     const char *csv;       /* where to write the confusion matrix, or NULL */
     size_t test_limit;
     int threads, micro_batch;
+    double hang_timeout; /* seconds without progress before the job is ended */
 } EvalConfig;
 
 /* argv[0] is "evaluate". Same return values as options_parse. */

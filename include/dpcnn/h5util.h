@@ -20,15 +20,11 @@ int h5_write_attr_int64(hid_t obj, const char *name, long long value);
 int h5_read_attr_double(hid_t obj, const char *name, double *value);
 int h5_read_attr_int64(hid_t obj, const char *name, long long *value);
 
-/* Start a file that will become path: create it under a temporary name
- * (fs_temp_name, written to tmp) with HDF5's error printing off; -1 and a
- * message if it cannot be created. h5_close_commit finishes it. */
-hid_t h5_create_temp(const char *path, char *tmp, size_t n);
-
-/* Finish a file written under the temporary name tmp: close it; if writing
- * failed (rc < 0) or the close fails, remove it and report the error against
- * path, else flush it and rename it to path (fs_commit). */
-int h5_close_commit(hid_t f, int rc, const char *tmp, const char *path);
+/* Build a file in memory (the core driver); h5_commit_image writes it to
+ * path whole (temporary name, fsync, rename) if rc == 0, and closes it in
+ * any case. -1 with a message on failure; nothing is then left on disk. */
+hid_t h5_create_image(void);
+int h5_commit_image(hid_t f, int rc, const char *path);
 
 /* Rank and dims of a dataset; -1 if it is not there. */
 int h5_dataset_dims(hid_t file, const char *name, int *ndim, hsize_t dims[8]);

@@ -18,6 +18,7 @@ typedef struct {
     FILE *metrics; /* rank 0 only */
     char path[4200];
     int quiet, log_every, tty;
+    int failed;       /* a metrics write failed (a full disk): reported by runlog_epoch */
     double last_draw; /* when the terminal line was last redrawn */
     int line_open;    /* a progress line is on the terminal */
 } RunLog;
@@ -25,9 +26,10 @@ typedef struct {
 /* Rank 0: open DIR/metrics.jsonl. Fresh (resume_step < 0): start it empty.
  * Resuming: keep exactly the records up to the checkpoint (epoch records up to
  * epochs_done, step records up to resume_step), rewritten atomically, so the
- * file continues as if the run had never stopped. */
+ * file continues as if the run had never stopped. The live progress line is
+ * drawn only on a terminal and not under a launcher (launched). */
 int runlog_open(RunLog *log, const char *dir, int epochs_done, int64_t resume_step, int quiet,
-                int log_every);
+                int log_every, int launched);
 void runlog_close(RunLog *log);
 
 typedef struct {
@@ -52,7 +54,9 @@ typedef struct {
     int64_t samples_run; /* trained by this process (less after a resume mid-epoch) */
 } EpochRecord;
 
-void runlog_epoch(RunLog *log, const EpochRecord *r);
+/* -1 with a message if this record or an earlier step record could not be
+ * written to disk (rank 0; other ranks return 0). */
+int runlog_epoch(RunLog *log, const EpochRecord *r);
 void runlog_step(RunLog *log, int epoch, int64_t step, double loss_sum, int64_t correct,
                  int samples, double seconds, int ranks);
 /* A message line that must not collide with the live progress line, shown

@@ -31,10 +31,14 @@ typedef struct {
     int threads;         /* worker threads per rank (0 = one per core of this rank) */
     int check_every;     /* compare replicas every this many steps (0 = at checkpoints only) */
     int quiet;           /* no progress on stdout */
+    int launched;        /* started by mpirun or srun: no live line even on a terminal */
     int log_every;       /* progress line every N steps when stdout is not a terminal */
     int metrics_every;   /* a per-step record in metrics.jsonl every N steps (0 = none) */
     double hang_timeout; /* end the job after this many seconds without progress (0 = never) */
 } TrainConfig;
+
+/* Seconds without progress after which a rank ends the job (--hang-timeout). */
+#define TRAIN_DEFAULT_HANG_TIMEOUT 300.0
 
 void train_config_defaults(TrainConfig *cfg);
 
