@@ -43,6 +43,8 @@ int main(int argc, char **argv)
 {
     const char *out = "fashion-mnist.h5";
     char *files[4] = {NULL, NULL, NULL, NULL}; /* train images, labels, test images, labels */
+    uint8_t *img[2] = {NULL, NULL}, *lab[2] = {NULL, NULL};
+    int status = DPCNN_EXIT_USAGE;
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'},   {"train-images", required_argument, 0, 1},
         {"train-labels", required_argument, 0, 2}, {"test-images", required_argument, 0, 3},
@@ -53,23 +55,26 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "o:hV", opts, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
-        case 1: case 2: case 3: case 4: files[c - 1] = xstrdup(optarg); break;
-        case 'h': usage(stdout); return 0;
-        case 'V': printf("dpcnn-prepare %s\n", PACKAGE_VERSION); return 0;
+        case 1: case 2: case 3: case 4:
+            free(files[c - 1]); /* the last of a repeated flag wins */
+            files[c - 1] = xstrdup(optarg);
+            break;
+        case 'h': usage(stdout); status = 0; goto done;
+        case 'V': printf("dpcnn-prepare %s\n", PACKAGE_VERSION); status = 0; goto done;
         default:
             fputs("Try 'dpcnn-prepare --help'.\n", stderr);
-            return DPCNN_EXIT_USAGE;
+            goto done;
         }
     }
     if (argc - optind > 1) {
         fprintf(stderr, "dpcnn-prepare: one data directory at most, got %d\n", argc - optind);
-        return DPCNN_EXIT_USAGE;
+        goto done;
     }
     int given = !!files[0] + !!files[1] + !!files[2] + !!files[3];
     if (given > 0 && (given < 4 || argc - optind == 1)) {
         fputs("dpcnn-prepare: give either a directory or all four --train-/--test- files\n",
               stderr);
-        return DPCNN_EXIT_USAGE;
+        goto done;
     }
     if (!*out || fs_check_output(out) < 0) {
         fprintf(stderr, "dpcnn-prepare: error: %s\n", *out ? err_get() : "-o: expected a file name");
@@ -83,20 +88,20 @@ int main(int argc, char **argv)
         files[3] = find_in(dir, "t10k-labels-idx1-ubyte");
     }
 
-    uint8_t *img[2] = {NULL, NULL}, *lab[2] = {NULL, NULL};
+    status = DPCNN_EXIT_FAILURE;
     size_t ni[2], nl[2];
     for (int s = 0; s < 2; s++) {
         if (idx_read_images(files[2 * s], &img[s], &ni[s]) < 0 ||
             idx_read_labels(files[2 * s + 1], &lab[s], &nl[s], MODEL_CLASSES) < 0) {
             fprintf(stderr, "dpcnn-prepare: error: %s\n", err_get());
-            return DPCNN_EXIT_FAILURE;
+            goto done;
         }
         if (ni[s] != nl[s]) {
             fprintf(stderr,
                     "dpcnn-prepare: error: inconsistent input: %s holds %zu images but %s "
                     "holds %zu labels\n",
                     files[2 * s], ni[s], files[2 * s + 1], nl[s]);
-            return DPCNN_EXIT_FAILURE;
+            goto done;
         }
     }
     char source[8192];
@@ -104,17 +109,20 @@ int main(int argc, char **argv)
     SplitData train = {img[0], lab[0], ni[0]}, test = {img[1], lab[1], ni[1]};
     if (dataset_write(out, &train, &test, source) < 0) {
         fprintf(stderr, "dpcnn-prepare: error: %s\n", err_get());
-        return DPCNN_EXIT_FAILURE;
+        goto done;
     }
     char fp[32];
     dataset_fingerprint(fp, &train, &test);
     printf("dpcnn-prepare: wrote %s: %zu train and %zu test images, fingerprint %s\n", out,
            ni[0], ni[1], fp);
+    status = 0;
+done:
+    /* every path frees what it took, so LeakSanitizer hears nothing on errors either */
     for (int s = 0; s < 2; s++) {
         free(img[s]);
         free(lab[s]);
     }
     for (int k = 0; k < 4; k++)
         free(files[k]);
-    return 0;
+    return status;
 }

@@ -8,6 +8,7 @@
 #  - a bad command line gives one message and status 2 from every rank.
 . "${srcdir:-.}/tests/lib.sh"
 command -v mpirun >/dev/null || fail "mpirun not found (apt-get install openmpi-bin)"
+command -v pgrep >/dev/null || fail "pgrep not found (apt-get install procps)"
 # On a 2-core machine four ranks share cores: keep each to one thread.
 RUN="./dpcnn --data $DATA --threads 1"
 

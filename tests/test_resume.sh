@@ -10,6 +10,8 @@
 #    and leave the good ones as they were;
 #  - dpcnn evaluate prints per-class accuracy and writes the confusion matrix.
 . "${srcdir:-.}/tests/lib.sh"
+# pkill kills a whole job below; its "|| true" there must not hide its absence.
+command -v pkill >/dev/null || fail "pkill not found (apt-get install procps)"
 ARGS="--data $DATA --threads 1 --limit 2000 --test-limit 300 --metrics-every 4"
 
 strip_metrics() {
