@@ -76,9 +76,14 @@ int main(int argc, char **argv)
               stderr);
         goto done;
     }
-    if (!*out || fs_check_output(out) < 0) {
-        fprintf(stderr, "dpcnn-prepare: error: %s\n", *out ? err_get() : "-o: expected a file name");
-        return *out ? DPCNN_EXIT_FAILURE : DPCNN_EXIT_USAGE;
+    if (!*out) {
+        fputs("dpcnn-prepare: -o: expected a file name\n", stderr);
+        goto done;
+    }
+    if (fs_check_output(out) < 0) { /* before the work, not after it */
+        fprintf(stderr, "dpcnn-prepare: error: %s\n", err_get());
+        status = DPCNN_EXIT_FAILURE;
+        goto done;
     }
     const char *dir = argc - optind == 1 ? argv[optind] : "/usr/share/datasets/fashion-mnist";
     if (given == 0) {
