@@ -46,6 +46,8 @@ int main(int argc, char **argv)
     case OPTIONS_EXIT_USAGE: return DPCNN_EXIT_USAGE;
     default: break;
     }
+    if (!evaluating) /* before MPI_Init, which takes long enough to be signalled in */
+        train_catch_stop_signals();
     Dist *d = dist_init(&argc, &argv);
     int status = evaluating ? evaluate_run(&eval, d) : train_run(&train, d);
     dist_finalize(d);

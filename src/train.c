@@ -95,7 +95,7 @@ static void on_stop_signal(int sig)
     g_stop_signal = sig;
 }
 
-static void install_stop_handlers(void)
+void train_catch_stop_signals(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -541,7 +541,7 @@ int train_run(const TrainConfig *cfg, Dist *d)
     t->data.file = -1;
     t->log.quiet = 1;
     runtime_blas_single();
-    install_stop_handlers();
+    train_catch_stop_signals();
     fault_read();
     watchdog_start(cfg->hang_timeout);
     watchdog_beat("reading the data, step", 0);

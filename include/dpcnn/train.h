@@ -38,6 +38,12 @@ typedef struct {
 
 void train_config_defaults(TrainConfig *cfg);
 
+/* Catches SIGTERM, SIGINT and SIGUSR1 as requests to stop after the current
+ * step with a checkpoint. train_run does it too; main calls it before MPI is
+ * up, so a signal during MPI's start-up (a good part of a second with several
+ * ranks) is a clean stop too instead of killing the rank. */
+void train_catch_stop_signals(void);
+
 /* Runs the whole training on every rank of d; returns the exit status. */
 int train_run(const TrainConfig *cfg, Dist *d);
 
