@@ -16,6 +16,10 @@ static const char *_Atomic g_doing = "starting";
 static double g_timeout;
 static pthread_t g_thread;
 static atomic_int g_running;
+/* The thread naps on this condition, so that watchdog_stop wakes it at once:
+ * a nap of plain sleep kept every process up to a second longer at its exit. */
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_wake;
 
 static double now(void)
 {
@@ -29,10 +33,19 @@ static void *watch(void *arg)
     (void)arg;
     unsigned long long seen = atomic_load(&g_beats);
     double since = now();
+    pthread_mutex_lock(&g_lock);
+    /* g_running is read under the lock watchdog_stop signals under: no lost wake-up */
     while (atomic_load(&g_running)) {
         /* wake often enough to be on time, rarely enough to cost nothing */
         double nap = g_timeout / 20 < 1.0 ? g_timeout / 20 : 1.0;
-        usleep((useconds_t)(nap * 1e6));
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        long long ns = (long long)until.tv_nsec + (long long)(nap * 1e9);
+        until.tv_sec += (time_t)(ns / 1000000000);
+        until.tv_nsec = (long)(ns % 1000000000);
+        pthread_cond_timedwait(&g_wake, &g_lock, &until);
+        if (!atomic_load(&g_running))
+            break;
         unsigned long long b = atomic_load(&g_beats);
         if (b != seen) {
             seen = b;
@@ -49,6 +62,7 @@ static void *watch(void *arg)
                                           : "computing or doing I/O on this rank");
         _exit(DPCNN_EXIT_FAILURE);
     }
+    pthread_mutex_unlock(&g_lock);
     return NULL;
 }
 
@@ -57,6 +71,11 @@ void watchdog_start(double timeout)
     if (timeout <= 0 || atomic_load(&g_running))
         return;
     g_timeout = timeout;
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* naps immune to clock changes */
+    pthread_cond_init(&g_wake, &ca);
+    pthread_condattr_destroy(&ca);
     atomic_store(&g_running, 1);
     if (pthread_create(&g_thread, NULL, watch, NULL) != 0) {
         atomic_store(&g_running, 0);
@@ -68,7 +87,11 @@ void watchdog_stop(void)
 {
     if (!atomic_exchange(&g_running, 0))
         return;
+    pthread_mutex_lock(&g_lock);
+    pthread_cond_signal(&g_wake);
+    pthread_mutex_unlock(&g_lock);
     pthread_join(g_thread, NULL);
+    pthread_cond_destroy(&g_wake);
 }
 
 void watchdog_beat(const char *doing, long long step)
