@@ -5,8 +5,8 @@
  *     forward and backward, and backward adds into what was there (every
  *     gradient buffer starts non-zero).
  * Plus the rules that decide bits: PyTorch's floor, tie and NaN rules for the
- * pools, the fused ReLU + pool, and the winners-only backward against the dense
- * route. */
+ * pools, the fused ReLU + pool, the winners-only backward against the dense
+ * route, and dropout's keyed masks. */
 #include "config.h"
 
 #include <setjmp.h>
@@ -229,6 +229,13 @@ static double maxpool_loss(void *ctx)
     return dot(p->y, p->dy, pool_outsize(p));
 }
 
+static double avgpool_loss(void *ctx)
+{
+    PoolCase *p = ctx;
+    avgpool_forward_ref(p->y, p->x, p->n, &p->ps);
+    return dot(p->y, p->dy, pool_outsize(p));
+}
+
 static PoolCase pool_make(int n, int C, int H, int W, int K, int S, int distinct)
 {
     PoolCase p = {.n = n, .ps = {.C = C, .H = H, .W = W, .K = K, .S = S}};
@@ -439,6 +446,52 @@ static void test_relu_maxpool_fused(void **state)
     relu_maxpool_case(2, 3, 9, 9, 3, 3);
 }
 
+/* ---------------- average pool ---------------- */
+
+static void avgpool_case(int n, int C, int H, int W, int K, int S)
+{
+    PoolCase p = pool_make(n, C, H, W, K, S, 0);
+    printf("avgpool n=%d C=%d H=%d W=%d K=%d S=%d -> %dx%d\n", n, C, H, W, K, S, p.ps.OH,
+           p.ps.OW);
+    const size_t nx = pool_insize(&p), ny = pool_outsize(&p);
+    double *dx = dalloc(nx);
+    avgpool_backward_ref(dx, p.dy, n, &p.ps);
+    check_fd("dx", p.x, nx, dx, avgpool_loss, &p, 1000);
+    avgpool_loss(&p);
+    float *xf = to_float(p.x, nx), *dyf = to_float(p.dy, ny), *yf = falloc(ny);
+    avgpool_forward(yf, xf, n, &p.ps);
+    /* K*K float additions of values <= 1 and one division */
+    check_close("fast forward y", yf, p.y, ny, 1e-6, 1e-7);
+    float *dxf = ffilled(nx, -0.75f);
+    avgpool_backward(dxf, dyf, n, &p.ps);
+    check_added("fast backward dx (added)", dxf, dx, -0.75, nx, 1e-6, 1e-7);
+    free(xf); free(dyf); free(yf); free(dxf); free(dx);
+    pool_free(&p);
+}
+
+static void test_avgpool(void **state)
+{
+    (void)state;
+    avgpool_case(3, 4, 8, 6, 2, 2);  /* LeNet-5's kind */
+    avgpool_case(2, 3, 9, 7, 2, 2);  /* odd sizes: floor */
+    avgpool_case(2, 3, 9, 7, 3, 2);  /* overlapping */
+    avgpool_case(2, 2, 10, 9, 3, 3);
+
+    /* PyTorch's arithmetic: the float sum in scan order, divided by K*K */
+    const float x[9] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f, 0.9f};
+    PoolShape p = {.C = 1, .H = 3, .W = 3, .K = 3, .S = 3};
+    assert_int_equal(pool_shape(&p), 0);
+    float y, sum = 0.0f;
+    for (int i = 0; i < 9; i++)
+        sum += x[i];
+    avgpool_forward(&y, x, 1, &p);
+    assert_true(same_float(y, sum / 9.0f));
+    float dx[9] = {0}, dy = 1.0f;
+    avgpool_backward(dx, &dy, 1, &p);
+    for (int i = 0; i < 9; i++)
+        assert_true(same_float(dx[i], 1.0f / 9.0f));
+}
+
 /* ---------------- convolution -> ReLU -> max-pool, winners only ---------------- */
 
 /* Backward through conv, ReLU and pool over the winners only equals the dense
@@ -646,6 +699,237 @@ static void test_linear(void **state)
     lin_case(4, 33, 7, 0);
 }
 
+/* ---------------- batch normalisation ---------------- */
+
+typedef struct {
+    int n, C, L;
+    double eps;
+    double *x, *gamma, *beta, *y, *dy;
+} BnCase;
+
+static double bn_loss(void *ctx)
+{
+    BnCase *b = ctx;
+    batchnorm_forward_train_ref(b->y, b->x, b->gamma, b->beta, b->n, b->C, b->L, b->eps);
+    return dot(b->y, b->dy, (size_t)b->n * b->C * b->L);
+}
+
+static void bn_case(int n, int C, int L)
+{
+    printf("batchnorm n=%d C=%d L=%d (%s)\n", n, C, L, L == 1 ? "BatchNorm1d" : "BatchNorm2d");
+    BnCase b = {n, C, L, 1e-5, 0, 0, 0, 0, 0};
+    const size_t nx = (size_t)n * C * L, count = (size_t)n * L;
+    Rng rng;
+    rng_init(&rng, 31, 99, (uint64_t)(n * 100 + L));
+    /* each channel off-centre and with its own spread */
+    b.x = dalloc(nx);
+    for (int s = 0; s < n; s++)
+        for (int c = 0; c < C; c++)
+            for (int l = 0; l < L; l++)
+                b.x[((size_t)s * C + c) * L + l] =
+                    (float)(0.5 * c - 1.0 + (0.5 + 0.3 * c) * (2 * rng_uniform(&rng) - 1));
+    b.gamma = drandom(C, &rng, 0.5, 1.5);
+    b.beta = drandom(C, &rng, -0.5, 0.5);
+    b.y = dalloc(nx);
+    b.dy = drandom(nx, &rng, -1, 1);
+
+    /* the reference backward, through the batch statistics */
+    double *dx = dalloc(nx), *dgamma = dalloc(C), *dbeta = dalloc(C);
+    batchnorm_backward_ref(dx, dgamma, dbeta, b.dy, b.x, b.gamma, n, C, L, b.eps);
+    check_fd("dx", b.x, nx, dx, bn_loss, &b, 300);
+    check_fd("dgamma", b.gamma, C, dgamma, bn_loss, &b, 100);
+    check_fd("dbeta", b.beta, C, dbeta, bn_loss, &b, 100);
+    bn_loss(&b);
+
+    /* the statistics, straight from the definition */
+    double *m = dalloc(C), *var = dalloc(C), *is = dalloc(C), *vu = dalloc(C);
+    for (int c = 0; c < C; c++) {
+        for (int s = 0; s < n; s++)
+            for (int l = 0; l < L; l++)
+                m[c] += b.x[((size_t)s * C + c) * L + l] / (double)count;
+        for (int s = 0; s < n; s++)
+            for (int l = 0; l < L; l++) {
+                const double d = b.x[((size_t)s * C + c) * L + l] - m[c];
+                var[c] += d * d / (double)count;
+            }
+        is[c] = 1.0 / sqrt(var[c] + b.eps);
+        vu[c] = var[c] * (double)count / (double)(count - 1);
+    }
+
+    float *xf = to_float(b.x, nx), *gf = to_float(b.gamma, C), *bf = to_float(b.beta, C),
+          *dyf = to_float(b.dy, nx), *yf = falloc(nx);
+    float *mean = falloc(C), *invstd = falloc(C), *varu = falloc(C);
+    batchnorm_forward_train(yf, mean, invstd, varu, xf, gf, bf, n, C, L, b.eps);
+    check_close("mean", mean, m, C, 1e-7, 1e-7);
+    check_close("invstd", invstd, is, C, 1e-7, 0);
+    check_close("unbiased variance", varu, vu, C, 1e-7, 0);
+    /* |y| up to a few: a few ulps of the largest */
+    check_close("fast forward y (training)", yf, b.y, nx, 1e-6, 1e-6);
+
+    float *dxf = ffilled(nx, 0.25f), *dgf = ffilled(C, -0.5f), *dbf = ffilled(C, 1.0f);
+    batchnorm_backward(dxf, dgf, dbf, dyf, xf, mean, invstd, gf, n, C, L);
+    check_added("fast backward dx (added)", dxf, dx, 0.25, nx, 1e-5, 1e-6);
+    check_added("fast backward dgamma (added)", dgf, dgamma, -0.5, C, 1e-6, 1e-6);
+    check_added("fast backward dbeta (added)", dbf, dbeta, 1.0, C, 1e-6, 1e-6);
+
+    /* evaluation: the running statistics instead of the batch's */
+    float *rm = falloc(C), *rv = falloc(C);
+    for (int c = 0; c < C; c++) {
+        rm[c] = (float)(0.3 * c - 0.2);
+        rv[c] = (float)(0.5 + 0.25 * c);
+    }
+    double *ye = dalloc(nx);
+    for (int s = 0; s < n; s++)
+        for (int c = 0; c < C; c++)
+            for (int l = 0; l < L; l++) {
+                const size_t k = ((size_t)s * C + c) * L + l;
+                ye[k] = (b.x[k] - rm[c]) / sqrt((double)rv[c] + b.eps) * b.gamma[c] + b.beta[c];
+            }
+    batchnorm_forward_eval(yf, xf, gf, bf, rm, rv, n, C, L, b.eps);
+    check_close("fast forward y (evaluation)", yf, ye, nx, 1e-6, 1e-6);
+
+    /* running statistics from PyTorch's start (0, 1): momentum 0.1, then the
+     * cumulative average (momentum=None) over two micro-batches */
+    for (int c = 0; c < C; c++) {
+        rm[c] = 0.0f;
+        rv[c] = 1.0f;
+    }
+    batchnorm_update_running(rm, rv, mean, varu, C, 0.1);
+    double *want = dalloc(C);
+    for (int c = 0; c < C; c++)
+        want[c] = 0.1 * m[c];
+    check_close("running mean (momentum 0.1)", rm, want, C, 1e-7, 1e-8);
+    for (int c = 0; c < C; c++)
+        want[c] = 0.9 + 0.1 * vu[c];
+    check_close("running var (momentum 0.1, unbiased)", rv, want, C, 1e-7, 0);
+    float *mean2 = falloc(C), *varu2 = falloc(C);
+    for (int c = 0; c < C; c++) {
+        mean2[c] = (float)(0.5 * c);
+        varu2[c] = (float)(2.0 + c);
+    }
+    batchnorm_update_running(rm, rv, mean, varu, C, 1.0); /* batches = 1 */
+    batchnorm_update_running(rm, rv, mean2, varu2, C, 0.5); /* batches = 2 */
+    for (int c = 0; c < C; c++)
+        want[c] = ((double)mean[c] + mean2[c]) / 2;
+    check_close("running mean (cumulative, 2 batches)", rm, want, C, 1e-7, 1e-8);
+    for (int c = 0; c < C; c++)
+        want[c] = ((double)varu[c] + varu2[c]) / 2;
+    check_close("running var (cumulative, 2 batches)", rv, want, C, 1e-7, 0);
+
+    free(want); free(mean2); free(varu2); free(rm); free(rv); free(ye);
+    free(dxf); free(dgf); free(dbf); free(mean); free(invstd); free(varu);
+    free(xf); free(gf); free(bf); free(dyf); free(yf);
+    free(m); free(var); free(is); free(vu); free(dx); free(dgamma); free(dbeta);
+    free(b.x); free(b.gamma); free(b.beta); free(b.y); free(b.dy);
+}
+
+static void test_batchnorm(void **state)
+{
+    (void)state;
+    bn_case(3, 4, 15); /* BatchNorm2d on 5x3 maps */
+    bn_case(6, 5, 1);  /* BatchNorm1d */
+    bn_case(2, 3, 64); /* 2d, 8x8 maps */
+
+    /* one value per channel: variance 0, the output is beta, the "unbiased"
+     * variance is the biased one (0) rather than a division by zero */
+    float x[2] = {3.0f, -2.0f}, g[2] = {2.0f, 2.0f}, be[2] = {0.5f, -0.5f}, y[2];
+    float m[2], is[2], vu[2];
+    batchnorm_forward_train(y, m, is, vu, x, g, be, 1, 2, 1, 1e-5);
+    assert_true(m[0] == 3.0f && m[1] == -2.0f && vu[0] == 0.0f && vu[1] == 0.0f);
+    assert_true(y[0] == 0.5f && y[1] == -0.5f);
+}
+
+/* ---------------- dropout ---------------- */
+
+static void test_dropout(void **state)
+{
+    (void)state;
+    printf("dropout\n");
+    const int n = 4;
+    const size_t count = 25000, total = (size_t)n * count;
+    const uint64_t seed = 1234, first = 640;
+    const int layer = 7;
+    const int64_t step = 12;
+    float *x = falloc(total), *y = falloc(total), *y2 = falloc(total);
+    uint8_t *mask = malloc(total), *mask2 = malloc(total);
+    Rng rng;
+    rng_init(&rng, 41, 99, 0);
+    for (size_t i = 0; i < total; i++)
+        x[i] = rng_uniform(&rng) + 0.5f; /* never zero */
+
+    const double ps[3] = {0.1, 0.3, 0.5};
+    for (int t = 0; t < 3; t++) {
+        const double p = ps[t];
+        const float scale = (float)(1.0 / (1.0 - p));
+        dropout_forward(y, mask, x, n, count, p, seed, layer, step, first);
+        size_t kept = 0;
+        for (size_t i = 0; i < total; i++) {
+            assert_true(mask[i] == 0 || mask[i] == 1);
+            kept += mask[i];
+            assert_true(same_float(y[i], mask[i] ? x[i] * scale : 0.0f));
+        }
+        /* the kept fraction: 1 - p within 5 standard deviations (about 0.007) */
+        const double frac = (double)kept / (double)total;
+        const double sd = sqrt(p * (1 - p) / (double)total);
+        printf("  p=%.1f kept %.5f (1-p = %.1f, tolerance %.5f)\n", p, frac, 1 - p, 5 * sd);
+        assert_true(fabs(frac - (1 - p)) <= 5 * sd);
+    }
+
+    /* the stream is (seed, 3 + 256 * layer, step * 2^32 + position), draw k for element k */
+    const double p = 0.5;
+    dropout_forward(y, mask, x, n, count, p, seed, layer, step, first);
+    for (int s = 0; s < n; s++) {
+        Rng r;
+        rng_init(&r, seed, RNG_STREAM_DROPOUT + 256 * (uint64_t)layer,
+                 ((uint64_t)step << 32) + first + (uint64_t)s);
+        for (size_t k = 0; k < count; k++)
+            assert_int_equal(mask[(size_t)s * count + k], rng_uniform(&r) >= 0.5f);
+    }
+    /* the same key, the same mask; one sample at a time, the same masks */
+    dropout_forward(y2, mask2, x, n, count, p, seed, layer, step, first);
+    assert_memory_equal(mask, mask2, total);
+    assert_memory_equal(y, y2, sizeof(float) * total);
+    for (int s = 0; s < n; s++)
+        dropout_forward(y2 + (size_t)s * count, mask2 + (size_t)s * count, x + (size_t)s * count,
+                        1, count, p, seed, layer, step, first + (uint64_t)s);
+    assert_memory_equal(mask, mask2, total);
+    /* another step, position, layer or seed: another mask (about half differ) */
+    for (int v = 0; v < 4; v++) {
+        dropout_forward(y2, mask2, x, n, count, p, seed + (v == 3), layer + (v == 2),
+                        step + (v == 0), first + (v == 1));
+        size_t differ = 0;
+        for (size_t i = 0; i < total; i++)
+            differ += mask[i] != mask2[i];
+        printf("  other %s: %.4f of the mask differs\n",
+               (const char *[]){"step", "position", "layer", "seed"}[v],
+               (double)differ / (double)total);
+        assert_true(differ > total * 2 / 5 && differ < total * 3 / 5);
+    }
+
+    /* backward adds dy * mask * scale */
+    float *dy = falloc(total), *dx = ffilled(total, 0.25f);
+    for (size_t i = 0; i < total; i++)
+        dy[i] = rng_uniform(&rng) - 0.5f;
+    dropout_backward(dx, dy, mask, n, count, p);
+    for (size_t i = 0; i < total; i++)
+        assert_true(same_float(dx[i], 0.25f + dy[i] * (mask[i] ? 2.0f : 0.0f)));
+
+    /* p = 0 keeps everything unchanged; p = 1 drops everything */
+    dropout_forward(y, mask, x, n, count, 0.0, seed, layer, step, first);
+    assert_memory_equal(y, x, sizeof(float) * total);
+    for (size_t i = 0; i < total; i++)
+        assert_int_equal(mask[i], 1);
+    dropout_forward(y, mask, x, n, count, 1.0, seed, layer, step, first);
+    for (size_t i = 0; i < total; i++)
+        assert_true(mask[i] == 0 && y[i] == 0.0f);
+    for (size_t i = 0; i < total; i++)
+        dx[i] = 0.25f;
+    dropout_backward(dx, dy, mask, n, count, 1.0);
+    for (size_t i = 0; i < total; i++)
+        assert_true(dx[i] == 0.25f);
+    free(x); free(y); free(y2); free(mask); free(mask2); free(dy); free(dx);
+}
+
 /* ---------------- softmax cross-entropy ---------------- */
 
 typedef struct {
@@ -714,9 +998,12 @@ int main(void)
         cmocka_unit_test(test_pool_shape_rules),
         cmocka_unit_test(test_maxpool_ties),
         cmocka_unit_test(test_relu_maxpool_fused),
+        cmocka_unit_test(test_avgpool),
         cmocka_unit_test(test_conv_pool_backward),
         cmocka_unit_test(test_relu),
         cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_batchnorm),
+        cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_softmax_xent),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
