@@ -2,7 +2,7 @@
  *   y[s,o] = b[o] + sum_i x[s,i] w[o,i]          Y = X . W^T + b
  * and for a loss L with dY = dL/dY:
  *   dW[o,i] = sum_s dY[s,o] x[s,i]               dW = dY^T . X
- *   db[o]   = sum_s dY[s,o]
+ *   db[o]   = sum_s dY[s,o]                      (no bias: b and db NULL)
  *   dX[s,i] = sum_o dY[s,o] w[o,i]               dX = dY . W            */
 #include "config.h"
 
@@ -13,11 +13,13 @@
 void linear_forward(float *y, const float *x, const float *w, const float *b, int n, int nin,
                     int nout)
 {
-    for (int s = 0; s < n; s++)
-        for (int o = 0; o < nout; o++)
-            y[(size_t)s * nout + o] = b[o];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nout, nin, 1.0f, x, nin, w, nin, 1.0f, y,
-                nout);
+    /* start from the bias and accumulate (beta = 1); without one, beta = 0 */
+    if (b)
+        for (int s = 0; s < n; s++)
+            for (int o = 0; o < nout; o++)
+                y[(size_t)s * nout + o] = b[o];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nout, nin, 1.0f, x, nin, w, nin,
+                b ? 1.0f : 0.0f, y, nout);
 }
 
 void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
@@ -25,9 +27,10 @@ void linear_backward(float *dx, float *dw, float *db, const float *dy, const flo
 {
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nout, nin, n, 1.0f, dy, nout, x, nin, 1.0f, dw,
                 nin);
-    for (int s = 0; s < n; s++)
-        for (int o = 0; o < nout; o++)
-            db[o] += dy[(size_t)s * nout + o];
+    if (db)
+        for (int s = 0; s < n; s++)
+            for (int o = 0; o < nout; o++)
+                db[o] += dy[(size_t)s * nout + o];
     if (dx)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, nin, nout, 1.0f, dy, nout, w, nin,
                     1.0f, dx, nin);
@@ -38,7 +41,7 @@ void linear_forward_ref(double *y, const double *x, const double *w, const doubl
 {
     for (int s = 0; s < n; s++)
         for (int o = 0; o < nout; o++) {
-            double acc = b[o];
+            double acc = b ? b[o] : 0.0;
             for (int i = 0; i < nin; i++)
                 acc += x[(size_t)s * nin + i] * w[(size_t)o * nin + i];
             y[(size_t)s * nout + o] = acc;
@@ -51,7 +54,8 @@ void linear_backward_ref(double *dx, double *dw, double *db, const double *dy,
     for (int s = 0; s < n; s++)
         for (int o = 0; o < nout; o++) {
             const double g = dy[(size_t)s * nout + o];
-            db[o] += g;
+            if (db)
+                db[o] += g;
             for (int i = 0; i < nin; i++) {
                 dw[(size_t)o * nin + i] += g * x[(size_t)s * nin + i];
                 if (dx)

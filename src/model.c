@@ -68,14 +68,22 @@ enum {
     S_OUT = 10,
 };
 
+/* The convolutional layers' shapes, for the layer kernels. */
+static const ConvShape conv1_shape = {.C = 1, .H = 28, .W = 28, .F = 6, .K = 5, .S = 1, .P = 0,
+                                      .OH = 24, .OW = 24};
+static const PoolShape pool1_shape = {.C = 6, .H = 24, .W = 24, .K = 2, .S = 2, .OH = 12, .OW = 12};
+static const ConvShape conv2_shape = {.C = 6, .H = 12, .W = 12, .F = 12, .K = 5, .S = 1, .P = 0,
+                                      .OH = 8, .OW = 8};
+static const PoolShape pool2_shape = {.C = 12, .H = 8, .W = 8, .K = 2, .S = 2, .OH = 4, .OW = 4};
+
 Workspace *workspace_create(int max_n)
 {
     Workspace *ws = XCALLOC(Workspace, 1);
     const size_t n = (size_t)max_n;
     ws->max_n = max_n;
     /* im2col scratch for one sample: the backward pass does not need it */
-    size_t col1 = conv2d_col_floats(1, 1, 28, 28, 5);
-    size_t col2 = conv2d_col_floats(1, 6, 12, 12, 5);
+    size_t col1 = conv2d_forward_floats(&conv1_shape);
+    size_t col2 = conv2d_forward_floats(&conv2_shape);
     /* forward activations, then their gradients (contiguous: one memset) */
     size_t fwd = n * (S_X + S_C1 + S_P1 + S_C2 + S_P2 + 2 * S_F1 + 2 * S_F2 + 2 * S_OUT);
     size_t bwd = n * (S_P1 + S_P2 + 2 * S_F1 + 2 * S_F2 + S_OUT);
@@ -139,14 +147,14 @@ double model_forward(Workspace *ws, const float *params, const uint8_t *images,
         for (int i = 0; i < S_X; i++)
             x[i] = (float)images[(size_t)s * S_X + i] / 255.0f;
         float *c1 = ws->c1 + (size_t)s * S_C1, *p1 = ws->p1 + (size_t)s * S_P1;
-        conv2d_forward(c1, ws->col1, x, W(T_CONV1_W), W(T_CONV1_B), 1, 1, 28, 28, 6, 5);
+        conv2d_forward(c1, ws->col1, x, W(T_CONV1_W), W(T_CONV1_B), 1, &conv1_shape);
         /* ReLU then max-pool in one pass (layers.h: bitwise the same as two) */
-        relu_maxpool2_forward(p1, ws->arg1 + (size_t)s * S_P1, c1, 1, 6, 24, 24);
+        relu_maxpool_forward(p1, ws->arg1 + (size_t)s * S_P1, c1, 1, &pool1_shape);
 
         float *c2 = ws->c2 + (size_t)s * S_C2;
-        conv2d_forward(c2, ws->col2, p1, W(T_CONV2_W), W(T_CONV2_B), 1, 6, 12, 12, 12, 5);
-        relu_maxpool2_forward(ws->p2 + (size_t)s * S_P2, ws->arg2 + (size_t)s * S_P2, c2, 1, 12,
-                              8, 8);
+        conv2d_forward(c2, ws->col2, p1, W(T_CONV2_W), W(T_CONV2_B), 1, &conv2_shape);
+        relu_maxpool_forward(ws->p2 + (size_t)s * S_P2, ws->arg2 + (size_t)s * S_P2, c2, 1,
+                             &pool2_shape);
     }
 
     /* p2 [n,12,4,4] is already the flattened [n,192], in PyTorch's order. */
@@ -178,7 +186,7 @@ void model_backward(float *grads, Workspace *ws, const float *params, const uint
     /* Back through pool, ReLU and convolution at once, over the pooling
      * winners only (conv_pool.c): conv2's input gradient, then conv1's weights. */
     conv_pool_backward(ws->dp1, G(T_CONV2_W), G(T_CONV2_B), ws->dp2, ws->p2, ws->arg2, ws->p1,
-                       W(T_CONV2_W), n, 6, 12, 12, 12, 5);
+                       W(T_CONV2_W), n, &conv2_shape, &pool2_shape);
     conv_pool_backward(NULL, G(T_CONV1_W), G(T_CONV1_B), ws->dp1, ws->p1, ws->arg1, ws->x,
-                       W(T_CONV1_W), n, 1, 28, 28, 6, 5);
+                       W(T_CONV1_W), n, &conv1_shape, &pool1_shape);
 }

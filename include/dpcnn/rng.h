@@ -17,8 +17,9 @@ typedef struct {
     uint64_t state;
 } Rng;
 
-/* Stream purposes, part of the key. */
-enum { RNG_STREAM_INIT = 1, RNG_STREAM_PERM = 2 };
+/* Stream purposes, part of the key. Dropout layer L uses the purpose
+ * RNG_STREAM_DROPOUT + 256 * L (doc/models.md). */
+enum { RNG_STREAM_INIT = 1, RNG_STREAM_PERM = 2, RNG_STREAM_DROPOUT = 3 };
 
 /* state = mix(mix(seed) ^ purpose * C1 ^ index * C2) (see rng.c). */
 void rng_init(Rng *rng, uint64_t seed, uint64_t purpose, uint64_t index);
