@@ -12,11 +12,10 @@
 #include "dpcnn/fsutil.h"
 #include "dpcnn/h5util.h"
 #include "dpcnn/hash.h"
-#include "dpcnn/model.h"
 
 _Static_assert(sizeof(hid_t) == sizeof(int64_t), "hid_t is stored as int64_t");
 
-const char *const dataset_class_names[10] = {
+const char *const dataset_fashion_names[10] = {
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot",
 };
@@ -66,25 +65,27 @@ static uint64_t fold_hashes(const uint64_t *h, size_t n)
     return d;
 }
 
-void dataset_block_digests(uint64_t *out, const SplitData *data, size_t block)
+void dataset_block_digests(uint64_t *out, const SplitData *data, size_t sample_bytes,
+                           size_t block)
 {
     uint64_t *h = XCALLOC(uint64_t, block);
     for (size_t b = 0; b * block < data->count; b++) {
         const size_t lo = b * block, n = data->count - lo < block ? data->count - lo : block;
-        sample_hashes(h, data->images + lo * MODEL_IMAGE_PIXELS, data->labels + lo, n,
-                      MODEL_IMAGE_PIXELS);
+        sample_hashes(h, data->images + lo * sample_bytes, data->labels + lo, n, sample_bytes);
         out[b] = fold_hashes(h, n);
     }
     free(h);
 }
 
-static uint64_t split_fingerprint(uint64_t h, size_t count, const uint64_t *digests, size_t blocks)
+static uint64_t split_fingerprint(uint64_t h, size_t count, const DataShape *shape,
+                                  const uint64_t *digests, size_t blocks)
 {
-    const uint64_t shape[4] = {count, 1, MODEL_IMAGE_SIDE, MODEL_IMAGE_SIDE};
+    const uint64_t dims[4] = {count, (uint64_t)shape->channels, (uint64_t)shape->height,
+                              (uint64_t)shape->width};
     for (int k = 0; k < 4; k++) {
         uint8_t le[8];
         for (int j = 0; j < 8; j++)
-            le[j] = (uint8_t)(shape[k] >> (8 * j));
+            le[j] = (uint8_t)(dims[k] >> (8 * j));
         h = fnv1a64(h, le, 8);
     }
     for (size_t b = 0; b < blocks; b++) {
@@ -101,29 +102,41 @@ static size_t blocks_of(size_t count, size_t block)
     return (count + block - 1) / block;
 }
 
-void dataset_fingerprint(char out[32], const SplitData *train, const SplitData *test)
+void dataset_fingerprint(char out[32], const DataShape *shape, const SplitData *train,
+                         const SplitData *test)
 {
     uint64_t h = FNV1A64_INIT;
     const SplitData *s[2] = {train, test};
     for (int i = 0; i < 2; i++) {
         size_t nb = blocks_of(s[i]->count, DATASET_CHUNK);
         uint64_t *d = XCALLOC(uint64_t, nb);
-        dataset_block_digests(d, s[i], DATASET_CHUNK);
-        h = split_fingerprint(h, s[i]->count, d, nb);
+        dataset_block_digests(d, s[i], data_sample_bytes(shape), DATASET_CHUNK);
+        h = split_fingerprint(h, s[i]->count, shape, d, nb);
         free(d);
     }
     snprintf(out, 32, "%016" PRIx64, h);
 }
 
 static int write_array(hid_t group, const char *name, const uint8_t *data, size_t count,
-                       int is_images)
+                       const DataShape *shape)
 {
-    int nd = is_images ? 3 : 1;
-    hsize_t dims[3] = {count, MODEL_IMAGE_SIDE, MODEL_IMAGE_SIDE};
-    hsize_t chunk[3] = {count < DATASET_CHUNK ? count : DATASET_CHUNK, MODEL_IMAGE_SIDE,
-                        MODEL_IMAGE_SIDE};
-    if (!is_images)
+    /* images [N,H,W] or [N,C,H,W] in chunks of DATASET_CHUNK samples; labels [N] */
+    int nd = 1;
+    hsize_t dims[4] = {count}, chunk[4] = {count < DATASET_CHUNK ? count : DATASET_CHUNK};
+    if (shape) {
+        nd = shape->ndim;
+        int k = 1;
+        if (nd == 4)
+            dims[k++] = (hsize_t)shape->channels;
+        dims[k++] = (hsize_t)shape->height;
+        dims[k++] = (hsize_t)shape->width;
+        for (int d = 1; d < nd; d++)
+            chunk[d] = dims[d];
+    } else {
         chunk[0] = count < 10 * DATASET_CHUNK ? count : 10 * DATASET_CHUNK;
+    }
+    if (chunk[0] == 0)
+        chunk[0] = 1;
     hid_t space = H5Screate_simple(nd, dims, NULL);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, nd, chunk);
@@ -141,11 +154,11 @@ static int write_array(hid_t group, const char *name, const uint8_t *data, size_
     return rc;
 }
 
-static int write_digests(hid_t group, const SplitData *data)
+static int write_digests(hid_t group, const SplitData *data, size_t sample_bytes)
 {
     const hsize_t nb = blocks_of(data->count, DATASET_CHUNK);
-    uint64_t *dg = XCALLOC(uint64_t, nb);
-    dataset_block_digests(dg, data, DATASET_CHUNK);
+    uint64_t *dg = XCALLOC(uint64_t, nb ? nb : 1);
+    dataset_block_digests(dg, data, sample_bytes, DATASET_CHUNK);
     hid_t space = H5Screate_simple(1, &nb, NULL);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_obj_track_times(dcpl, 0);
@@ -163,8 +176,8 @@ static int write_digests(hid_t group, const SplitData *data)
     return rc;
 }
 
-int dataset_write(const char *path, const SplitData *train, const SplitData *test,
-                  const char *source)
+int dataset_write(const char *path, const DataShape *shape, const SplitData *train,
+                  const SplitData *test, const char *source)
 {
     hid_t f = h5_create_image();
     if (f < 0)
@@ -177,17 +190,17 @@ int dataset_write(const char *path, const SplitData *train, const SplitData *tes
             rc = err_set("cannot create group /%s: %s", split_names[i], h5_error_text());
             break;
         }
-        rc = write_array(g, "images", s[i]->images, s[i]->count, 1);
+        rc = write_array(g, "images", s[i]->images, s[i]->count, shape);
         if (rc == 0)
-            rc = write_array(g, "labels", s[i]->labels, s[i]->count, 0);
+            rc = write_array(g, "labels", s[i]->labels, s[i]->count, NULL);
         if (rc == 0)
-            rc = write_digests(g, s[i]);
+            rc = write_digests(g, s[i], data_sample_bytes(shape));
         H5Gclose(g);
     }
-    char names[256] = "";
-    for (int k = 0; k < 10; k++) {
-        strcat(names, dataset_class_names[k]);
-        if (k < 9)
+    char *names = XCALLOC(char, (size_t)shape->classes * (DATASET_NAME_MAX + 1) + 1);
+    for (int k = 0; k < shape->classes; k++) {
+        strcat(names, shape->class_names[k]);
+        if (k + 1 < shape->classes)
             strcat(names, ",");
     }
     if (rc == 0)
@@ -196,11 +209,14 @@ int dataset_write(const char *path, const SplitData *train, const SplitData *tes
         rc = h5_write_attr_string(f, "class_names", names);
     if (rc == 0)
         rc = h5_write_attr_string(f, "source", source);
+    free(names);
     return h5_commit_image(f, rc, path);
 }
 
-/* Check one array: unsigned 8-bit integers with the expected rank and sides. */
-static int check_array(const Dataset *ds, hid_t d, const char *name, int want_nd, size_t *count)
+/* Check one array: unsigned 8-bit integers, [N] for labels, [N,H,W] or
+ * [N,C,H,W] for images; dims gets the sizes. */
+static int check_array(const Dataset *ds, hid_t d, const char *name, int images, int *nd,
+                       hsize_t dims[8])
 {
     hid_t t = H5Dget_type(d);
     int ok = H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) == 1 &&
@@ -209,21 +225,53 @@ static int check_array(const Dataset *ds, hid_t d, const char *name, int want_nd
     if (!ok)
         return err_set("%s: %s is not uint8", ds->path, name);
     hid_t s = H5Dget_space(d);
-    hsize_t dims[8] = {0};
-    int nd = H5Sget_simple_extent_ndims(s);
-    if (nd > 0 && nd <= 8)
+    *nd = H5Sget_simple_extent_ndims(s);
+    for (int k = 0; k < 8; k++)
+        dims[k] = 0;
+    if (*nd > 0 && *nd <= 8)
         H5Sget_simple_extent_dims(s, dims, NULL);
     H5Sclose(s);
-    if (nd != want_nd)
-        return err_set("%s: %s has %d dimensions, expected %s", ds->path, name, nd,
-                       want_nd == 3 ? "[N,28,28]" : "[N]");
-    if (want_nd == 3 && (dims[1] != MODEL_IMAGE_SIDE || dims[2] != MODEL_IMAGE_SIDE))
-        return err_set("%s: %s is [%llu,%llu,%llu], expected [N,28,28]", ds->path, name,
-                       (unsigned long long)dims[0], (unsigned long long)dims[1],
-                       (unsigned long long)dims[2]);
+    if (images && *nd != 3 && *nd != 4)
+        return err_set("%s: %s has %d dimensions, expected [N,H,W] or [N,C,H,W]", ds->path, name,
+                       *nd);
+    if (!images && *nd != 1)
+        return err_set("%s: %s has %d dimensions, expected [N]", ds->path, name, *nd);
+    for (int k = 1; k < *nd; k++)
+        if (dims[k] == 0 || dims[k] > 65536)
+            return err_set("%s: %s has a side of %llu", ds->path, name,
+                           (unsigned long long)dims[k]);
     if (dims[0] == 0)
         return err_set("%s: %s is empty", ds->path, name);
-    *count = dims[0];
+    return 0;
+}
+
+/* class_names: comma-separated, one per class. */
+static int read_classes(Dataset *ds)
+{
+    char *names = XCALLOC(char, 65536);
+    int rc = h5_read_attr_string(ds->file, "class_names", names, 65536);
+    if (rc < 0) {
+        rc = err_set("%s: %s (the names of the classes, comma-separated)", ds->path, err_get());
+        free(names);
+        return rc;
+    }
+    int k = 1;
+    for (const char *c = names; *c; c++)
+        k += *c == ',';
+    if (k < 2 || k > DATASET_MAX_CLASSES) {
+        free(names);
+        return err_set("%s: class_names names %d classes; 2 to %d are possible", ds->path, k,
+                       DATASET_MAX_CLASSES);
+    }
+    ds->shape.classes = k;
+    ds->shape.class_names = xcalloc((size_t)k, DATASET_NAME_MAX);
+    const char *c = names;
+    for (int j = 0; j < k; j++) {
+        size_t len = strcspn(c, ",");
+        snprintf(ds->shape.class_names[j], DATASET_NAME_MAX, "%.*s", (int)len, c);
+        c += len + (c[len] == ',');
+    }
+    free(names);
     return 0;
 }
 
@@ -332,7 +380,6 @@ int dataset_open(Dataset *ds, const char *path)
     }
     for (int i = 0; i < 2; i++) {
         char in[32], ln[32];
-        size_t ni, nl;
         snprintf(in, sizeof in, "/%s/images", split_names[i]);
         snprintf(ln, sizeof ln, "/%s/labels", split_names[i]);
         if (H5Lexists(ds->file, split_names[i], H5P_DEFAULT) <= 0 ||
@@ -347,15 +394,36 @@ int dataset_open(Dataset *ds, const char *path)
             err_set("%s: cannot open %s: %s", path, in, h5_error_text());
             goto fail;
         }
-        if (check_array(ds, ds->images[i], in, 3, &ni) < 0 ||
-            check_array(ds, ds->labels[i], ln, 1, &nl) < 0)
+        int nd, ndl;
+        hsize_t dims[8], ldims[8];
+        if (check_array(ds, ds->images[i], in, 1, &nd, dims) < 0 ||
+            check_array(ds, ds->labels[i], ln, 0, &ndl, ldims) < 0)
             goto fail;
+        const size_t ni = dims[0], nl = ldims[0];
         if (ni != nl) {
             err_set("%s: %s holds %zu images but %s holds %zu labels", path, in, ni, ln, nl);
             goto fail;
         }
+        DataShape sh = {nd == 4 ? (int)dims[1] : 1, (int)dims[nd - 2], (int)dims[nd - 1], nd, 0,
+                        NULL};
+        if (i == 1 && (sh.channels != ds->shape.channels || sh.height != ds->shape.height ||
+                       sh.width != ds->shape.width)) {
+            err_set("%s: the test images are %dx%dx%d, the training images %dx%dx%d", path,
+                    sh.channels, sh.height, sh.width, ds->shape.channels, ds->shape.height,
+                    ds->shape.width);
+            goto fail;
+        }
+        if ((size_t)sh.channels * sh.height * sh.width > ((size_t)1 << 26)) {
+            err_set("%s: samples of %dx%dx%d are larger than dpcnn takes", path, sh.channels,
+                    sh.height, sh.width);
+            goto fail;
+        }
+        ds->shape = sh;
         ds->count[i] = ni;
     }
+    ds->sample_bytes = data_sample_bytes(&ds->shape);
+    if (read_classes(ds) < 0)
+        goto fail;
     for (int i = 0; i < 2; i++) {
         char in[32], ln[32];
         snprintf(in, sizeof in, "/%s/images", split_names[i]);
@@ -366,15 +434,16 @@ int dataset_open(Dataset *ds, const char *path)
     }
     uint64_t h = FNV1A64_INIT;
     for (int i = 0; i < 2; i++)
-        h = split_fingerprint(h, ds->count[i], ds->digests[i],
+        h = split_fingerprint(h, ds->count[i], &ds->shape, ds->digests[i],
                               blocks_of(ds->count[i], ds->block[i]));
     snprintf(ds->fingerprint, sizeof ds->fingerprint, "%016" PRIx64, h);
     return 0;
 fail:;
-    char why[1024];
-    snprintf(why, sizeof why, "%s", err_get());
+    char *why = xstrdup(err_get());
     dataset_close(ds);
-    return err_set("%s", why);
+    err_set("%s", why);
+    free(why);
+    return -1;
 }
 
 /* Samples start .. start+count-1 of a split, as stored (no checks). */
@@ -383,8 +452,15 @@ static int read_raw(const Dataset *ds, int split, size_t start, size_t count, ui
 {
     for (int which = 0; which < 2; which++) {
         hid_t d = which ? ds->labels[split] : ds->images[split];
-        int nd = which ? 1 : 3;
-        hsize_t off[3] = {start, 0, 0}, cnt[3] = {count, MODEL_IMAGE_SIDE, MODEL_IMAGE_SIDE};
+        const int nd = which ? 1 : ds->shape.ndim;
+        hsize_t off[4] = {start, 0, 0, 0}, cnt[4] = {count, 0, 0, 0};
+        if (!which) {
+            int k = 1;
+            if (nd == 4)
+                cnt[k++] = (hsize_t)ds->shape.channels;
+            cnt[k++] = (hsize_t)ds->shape.height;
+            cnt[k++] = (hsize_t)ds->shape.width;
+        }
         hid_t fs = H5Dget_space(d);
         hid_t ms = H5Screate_simple(nd, cnt, NULL);
         herr_t r = H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL);
@@ -410,26 +486,26 @@ static int verify(const Dataset *ds, int split, size_t start, size_t count,
                   const uint8_t *images, const uint8_t *labels)
 {
     const size_t B = ds->block[split], N = ds->count[split], end = start + count;
+    const size_t P = ds->sample_bytes;
     uint64_t *h = XCALLOC(uint64_t, B);
     uint8_t *img = NULL, *lab = NULL;
     int rc = 0;
     for (size_t b = start / B; b * B < end && rc == 0; b++) {
         const size_t lo = b * B, hi = lo + B < N ? lo + B : N;
         const size_t a = lo > start ? lo : start, z = hi < end ? hi : end;
-        sample_hashes(h + (a - lo), images + (a - start) * MODEL_IMAGE_PIXELS,
-                      labels + (a - start), z - a, MODEL_IMAGE_PIXELS);
+        sample_hashes(h + (a - lo), images + (a - start) * P, labels + (a - start), z - a, P);
         const size_t edge[2][2] = {{lo, a}, {z, hi}}; /* outside the range */
         for (int e = 0; e < 2 && rc == 0; e++) {
             const size_t f = edge[e][0], n = edge[e][1] - f;
             if (n == 0)
                 continue;
             if (!img) {
-                img = XCALLOC(uint8_t, B * MODEL_IMAGE_PIXELS);
+                img = XCALLOC(uint8_t, B * P);
                 lab = XCALLOC(uint8_t, B);
             }
             rc = read_raw(ds, split, f, n, img, lab);
             if (rc == 0)
-                sample_hashes(h + (f - lo), img, lab, n, MODEL_IMAGE_PIXELS);
+                sample_hashes(h + (f - lo), img, lab, n, P);
         }
         if (rc == 0 && fold_hashes(h, hi - lo) != ds->digests[split][b])
             rc = err_set("%s: /%s samples %zu..%zu do not match their digest: the file is "
@@ -454,9 +530,11 @@ int dataset_read(const Dataset *ds, int split, size_t start, size_t count, uint8
         verify(ds, split, start, count, images, labels) < 0)
         return -1;
     for (size_t i = 0; i < count; i++)
-        if (labels[i] >= MODEL_CLASSES)
-            return err_set("%s: /%s/labels: sample %zu has label %d, outside 0..%d", ds->path,
-                           split_names[split], start + i, labels[i], MODEL_CLASSES - 1);
+        if (labels[i] >= ds->shape.classes)
+            return err_set("%s: /%s/labels: sample %zu has label %d, outside 0..%d (the file "
+                           "names %d classes)",
+                           ds->path, split_names[split], start + i, labels[i],
+                           ds->shape.classes - 1, ds->shape.classes);
     return 0;
 }
 
@@ -474,6 +552,8 @@ void dataset_close(Dataset *ds)
     if (ds->file >= 0)
         H5Fclose(ds->file);
     ds->file = -1;
+    free(ds->shape.class_names);
+    ds->shape.class_names = NULL;
     free(ds->path);
     ds->path = NULL;
 }

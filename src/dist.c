@@ -216,6 +216,13 @@ void dist_alltoallv(Dist *d, const void *send, const int *scount, const int *sdi
     MPI_Type_free(&rec);
 }
 
+void dist_allgatherv_float(Dist *d, const float *send, int count, float *recv, const int *counts,
+                           const int *displs)
+{
+    MPI_CHECK(d, MPI_Allgatherv(send, count, MPI_FLOAT, recv, counts, displs, MPI_FLOAT,
+                                d->comm));
+}
+
 void dist_barrier(Dist *d)
 {
     MPI_CHECK(d, MPI_Barrier(d->comm));

@@ -158,26 +158,35 @@ int h5_read_attr_string(hid_t obj, const char *name, char *buf, size_t n)
         char *s = NULL;
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(ft)); /* h5py writes UTF-8: ASCII will not convert */
         if (H5Aread(a, mt, &s) < 0) {
             rc = err_set("cannot read attribute %s: %s", name, h5_error_text());
         } else {
-            snprintf(buf, n, "%s", s ? s : "");
+            if (s && strlen(s) >= n)
+                rc = err_set("attribute %s is longer than %zu bytes", name, n - 1);
+            else
+                snprintf(buf, n, "%s", s ? s : "");
             H5free_memory(s);
         }
         H5Tclose(mt);
     } else {
         size_t size = H5Tget_size(ft);
-        char tmp[4096];
-        if (size >= sizeof tmp) {
-            rc = err_set("attribute %s is too long", name);
+        if (size == 0 || size > ((size_t)1 << 24)) {
+            rc = err_set("attribute %s has a string size of %zu bytes", name, size);
         } else {
+            char *tmp = XCALLOC(char, size + 1);
             hid_t mt = H5Tcopy(H5T_C_S1);
             H5Tset_size(mt, size);
+            H5Tset_cset(mt, H5Tget_cset(ft));
             if (H5Aread(a, mt, tmp) < 0)
                 rc = err_set("cannot read attribute %s: %s", name, h5_error_text());
             tmp[size] = '\0';
-            snprintf(buf, n, "%s", tmp);
+            if (rc == 0 && strlen(tmp) >= n)
+                rc = err_set("attribute %s is longer than %zu bytes", name, n - 1);
+            else
+                snprintf(buf, n, "%s", tmp);
             H5Tclose(mt);
+            free(tmp);
         }
     }
     H5Tclose(ft);

@@ -8,7 +8,6 @@
 #include "dpcnn/error.h"
 #include "dpcnn/fsutil.h"
 #include "dpcnn/idx.h"
-#include "dpcnn/model.h"
 
 /* Fill buf with exactly n bytes; gzread reads plain files too. */
 static int read_exact(gzFile f, const char *path, void *buf, size_t n, const char *what)
@@ -56,12 +55,14 @@ static gzFile open_idx(const char *path, int ndim, uint32_t *dims)
         err_set("%s: element type 0x%02x, expected 0x08 (unsigned byte)", path, head[2]);
         goto fail;
     }
-    if (head[3] != ndim) {
-        err_set("%s: %d dimensions, expected %d (%s)", path, head[3], ndim,
-                ndim == 3 ? "an image file [N,28,28]" : "a label file [N]");
+    /* an image file is [N,H,W] or [N,C,H,W]: ndim 3 takes either */
+    if (head[3] != ndim && !(ndim == 3 && head[3] == 4)) {
+        err_set("%s: %d dimensions, expected %s", path, head[3],
+                ndim == 3 ? "3 or 4 (an image file [N,H,W] or [N,C,H,W])" : "1 (a label file [N])");
         goto fail;
     }
-    for (int d = 0; d < ndim; d++) {
+    dims[3] = 0;
+    for (int d = 0; d < head[3]; d++) {
         unsigned char b[4];
         if (read_exact(f, path, b, 4, "the dimension sizes") < 0)
             goto fail;
@@ -87,21 +88,31 @@ static int expect_end(gzFile f, const char *path)
     return 0;
 }
 
-int idx_read_images(const char *path, uint8_t **pixels, size_t *count)
+int idx_read_images(const char *path, uint8_t **pixels, size_t *count, int shape[3])
 {
-    uint32_t dims[3];
+    uint32_t dims[4];
     gzFile f = open_idx(path, 3, dims);
     if (!f)
         return -1;
-    if (dims[1] != MODEL_IMAGE_SIDE || dims[2] != MODEL_IMAGE_SIDE) {
+    const int four = dims[3] != 0; /* [N,C,H,W] */
+    const uint32_t c = four ? dims[1] : 1, h = four ? dims[2] : dims[1], w = four ? dims[3] : dims[2];
+    if (c == 0 || h == 0 || w == 0 || c > 4096 || h > 65536 || w > 65536 ||
+        (uint64_t)c * h * w > (UINT64_C(1) << 26)) {
         gzclose(f);
-        return err_set("%s: images are %ux%u, expected 28x28", path, dims[1], dims[2]);
+        return err_set("%s: images of %ux%ux%u are empty or larger than dpcnn takes", path, c, h,
+                       w);
     }
     if (dims[0] == 0) {
         gzclose(f);
         return err_set("%s: holds no images", path);
     }
-    size_t bytes = (size_t)dims[0] * MODEL_IMAGE_PIXELS;
+    const size_t per = (size_t)c * h * w;
+    if ((uint64_t)dims[0] * per > (UINT64_C(1) << 36)) {
+        gzclose(f);
+        return err_set("%s: %u images of %zu bytes are more than dpcnn-prepare takes", path,
+                       dims[0], per);
+    }
+    size_t bytes = (size_t)dims[0] * per;
     uint8_t *p = malloc(bytes);
     if (!p) {
         gzclose(f);
@@ -115,15 +126,19 @@ int idx_read_images(const char *path, uint8_t **pixels, size_t *count)
     gzclose(f);
     *pixels = p;
     *count = dims[0];
+    shape[0] = (int)c;
+    shape[1] = (int)h;
+    shape[2] = (int)w;
     return 0;
 }
 
 int idx_read_labels(const char *path, uint8_t **labels, size_t *count, int num_classes)
 {
-    uint32_t n;
-    gzFile f = open_idx(path, 1, &n);
+    uint32_t dims[4];
+    gzFile f = open_idx(path, 1, dims);
     if (!f)
         return -1;
+    const uint32_t n = dims[0];
     if (n == 0) {
         gzclose(f);
         return err_set("%s: holds no labels", path);

@@ -77,6 +77,8 @@ int main(int argc, char **argv)
     case OPTIONS_EXIT_USAGE: return DPCNN_EXIT_USAGE;
     default: break;
     }
+    if (!evaluating && train.print_model)
+        return train_print_model(&train); /* needs no MPI */
     if (!evaluating)
         train.launched = launched();
     /* The watchdog runs from before MPI_Init to after MPI_Finalize: a rank

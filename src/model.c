@@ -1,3 +1,12 @@
+/* The forward and backward passes of a described network (model.h).
+ *
+ * The plan: one Step per layer, except where a fusion pays (model.h); each
+ * step knows its shapes and which activation buffers it reads and writes.
+ * act[i] is layer i's input and act[i + 1] its output; grad[i] is the
+ * gradient with respect to act[i]. Flatten's output is its input, viewed flat
+ * (NCHW per sample is already the flattened order). Buffers nobody reads are
+ * not allocated: the ReLU output inside a fused step, gradients in front of
+ * the first layer with parameters. */
 #include "config.h"
 
 #include <math.h>
@@ -7,115 +16,227 @@
 #include "dpcnn/error.h"
 #include "dpcnn/layers.h"
 #include "dpcnn/model.h"
-#include "dpcnn/rng.h"
 
-/* Offsets are cumulative counts; the static assert below keeps the table honest. */
-#define OFF_CONV1_W 0
-#define OFF_CONV1_B (OFF_CONV1_W + 6 * 1 * 5 * 5)
-#define OFF_CONV2_W (OFF_CONV1_B + 6)
-#define OFF_CONV2_B (OFF_CONV2_W + 12 * 6 * 5 * 5)
-#define OFF_FC1_W (OFF_CONV2_B + 12)
-#define OFF_FC1_B (OFF_FC1_W + 120 * 192)
-#define OFF_FC2_W (OFF_FC1_B + 120)
-#define OFF_FC2_B (OFF_FC2_W + 60 * 120)
-#define OFF_OUT_W (OFF_FC2_B + 60)
-#define OFF_OUT_B (OFF_OUT_W + 10 * 60)
-#define OFF_END (OFF_OUT_B + 10)
-_Static_assert(OFF_END == 32998, "parameter count");
+typedef enum {
+    S_CONV,      /* Conv2d */
+    S_CONV_POOL, /* Conv2d, ReLU, MaxPool2d: backward over the winners only */
+    S_RELU_POOL, /* ReLU, MaxPool2d: one pass */
+    S_MAXPOOL,
+    S_AVGPOOL,
+    S_RELU,
+    S_FLATTEN,
+    S_LINEAR,
+    S_BATCHNORM,
+    S_DROPOUT,
+} StepKind;
 
-const TensorInfo model_tensors[MODEL_NUM_TENSORS] = {
-    {"conv1.weight", 4, {6, 1, 5, 5}, OFF_CONV1_W, 150, 25},
-    {"conv1.bias", 1, {6}, OFF_CONV1_B, 6, 25},
-    {"conv2.weight", 4, {12, 6, 5, 5}, OFF_CONV2_W, 1800, 150},
-    {"conv2.bias", 1, {12}, OFF_CONV2_B, 12, 150},
-    {"fc1.weight", 2, {120, 192}, OFF_FC1_W, 23040, 192},
-    {"fc1.bias", 1, {120}, OFF_FC1_B, 120, 192},
-    {"fc2.weight", 2, {60, 120}, OFF_FC2_W, 7200, 120},
-    {"fc2.bias", 1, {60}, OFF_FC2_B, 60, 120},
-    {"out.weight", 2, {10, 60}, OFF_OUT_W, 600, 60},
-    {"out.bias", 1, {10}, OFF_OUT_B, 10, 60},
+struct Step {
+    StepKind kind;
+    int layer;       /* its first layer */
+    int span;        /* how many layers it covers */
+    int conv_side;   /* works on one sample at a time: may run sample by sample */
+    int bn;          /* batch norm: its index among the batch-norm layers */
+    size_t bn_off;   /* and where its statistics sit in bn_stats */
+    ConvShape conv;
+    PoolShape pool;
+    size_t in_count, out_count; /* per sample */
 };
 
-int model_tensor_index(const char *name)
+static ConvShape conv_of(const Layer *l)
 {
-    for (int t = 0; t < MODEL_NUM_TENSORS; t++)
-        if (strcmp(model_tensors[t].name, name) == 0)
-            return t;
-    return -1;
+    ConvShape c = {l->in_shape.c, l->in_shape.h, l->in_shape.w, l->out, l->kernel, l->stride,
+                   l->padding, 0, 0};
+    if (conv_shape(&c) < 0)
+        DIE("convolution shape %dx%dx%d k%d s%d p%d does not fit", c.C, c.H, c.W, c.K, c.S, c.P);
+    return c;
 }
 
-void model_init(float *params, uint64_t seed)
+static PoolShape pool_of(const Layer *l)
 {
-    for (int t = 0; t < MODEL_NUM_TENSORS; t++) {
-        const TensorInfo *ti = &model_tensors[t];
-        const float bound = (float)(1.0 / sqrt((double)ti->fan_in));
-        Rng rng;
-        rng_init(&rng, seed, RNG_STREAM_INIT, (uint64_t)t);
-        for (size_t i = 0; i < ti->count; i++)
-            params[ti->offset + i] = (2.0f * rng_uniform(&rng) - 1.0f) * bound;
+    PoolShape p = {l->in_shape.c, l->in_shape.h, l->in_shape.w, l->kernel, l->stride, 0, 0};
+    if (pool_shape(&p) < 0)
+        DIE("pool shape %dx%dx%d k%d s%d does not fit", p.C, p.H, p.W, p.K, p.S);
+    return p;
+}
+
+/* The steps of the plan, into steps[] (room for net->nlayers). */
+static int plan(const Net *net, Step *steps)
+{
+    int n = 0, bn = 0;
+    size_t bn_off = 0;
+    for (int i = 0; i < net->nlayers;) {
+        const Layer *l = &net->layers[i];
+        const LayerType next = i + 1 < net->nlayers ? net->layers[i + 1].type : LAYER_KINDS;
+        const LayerType next2 = i + 2 < net->nlayers ? net->layers[i + 2].type : LAYER_KINDS;
+        Step *s = &steps[n++];
+        memset(s, 0, sizeof *s);
+        s->layer = i;
+        s->span = 1;
+        s->in_count = shape_count(l->in_shape);
+        s->conv_side = !l->in_shape.flat;
+        switch (l->type) {
+        case LAYER_CONV2D:
+            s->conv = conv_of(l);
+            if (next == LAYER_RELU && next2 == LAYER_MAXPOOL2D) {
+                s->kind = S_CONV_POOL;
+                s->span = 3;
+                s->pool = pool_of(&net->layers[i + 2]);
+            } else {
+                s->kind = S_CONV;
+            }
+            break;
+        case LAYER_RELU:
+            if (next == LAYER_MAXPOOL2D) {
+                s->kind = S_RELU_POOL;
+                s->span = 2;
+                s->pool = pool_of(&net->layers[i + 1]);
+            } else {
+                s->kind = S_RELU;
+            }
+            break;
+        case LAYER_MAXPOOL2D:
+            s->kind = S_MAXPOOL;
+            s->pool = pool_of(l);
+            break;
+        case LAYER_AVGPOOL2D:
+            s->kind = S_AVGPOOL;
+            s->pool = pool_of(l);
+            break;
+        case LAYER_FLATTEN: s->kind = S_FLATTEN; break;
+        case LAYER_LINEAR: s->kind = S_LINEAR; break;
+        case LAYER_BATCHNORM2D:
+        case LAYER_BATCHNORM1D:
+            s->kind = S_BATCHNORM;
+            s->conv_side = 0; /* its statistics span the micro-batch */
+            s->bn = bn++;
+            s->bn_off = bn_off;
+            bn_off += 2 * (size_t)l->in;
+            break;
+        case LAYER_DROPOUT: s->kind = S_DROPOUT; break;
+        default: DIE("layer kind %d has no step", (int)l->type);
+        }
+        s->out_count = shape_count(net->layers[i + s->span - 1].out_shape);
+        i += s->span;
     }
+    return n;
 }
 
-/* Shapes of the activations, per sample. */
-enum {
-    S_X = 1 * 28 * 28,
-    S_C1 = 6 * 24 * 24,
-    S_P1 = 6 * 12 * 12,
-    S_C2 = 12 * 8 * 8,
-    S_P2 = 12 * 4 * 4,
-    S_F1 = 120,
-    S_F2 = 60,
-    S_OUT = 10,
-};
+/* Sub-buffers start on 64-byte boundaries (16 floats), as the vector units like. */
+static size_t round16(size_t n)
+{
+    return (n + 15) & ~(size_t)15;
+}
 
-/* The convolutional layers' shapes, for the layer kernels. */
-static const ConvShape conv1_shape = {.C = 1, .H = 28, .W = 28, .F = 6, .K = 5, .S = 1, .P = 0,
-                                      .OH = 24, .OW = 24};
-static const PoolShape pool1_shape = {.C = 6, .H = 24, .W = 24, .K = 2, .S = 2, .OH = 12, .OW = 12};
-static const ConvShape conv2_shape = {.C = 6, .H = 12, .W = 12, .F = 12, .K = 5, .S = 1, .P = 0,
-                                      .OH = 8, .OW = 8};
-static const PoolShape pool2_shape = {.C = 12, .H = 8, .W = 8, .K = 2, .S = 2, .OH = 4, .OW = 4};
-
-Workspace *workspace_create(int max_n)
+Workspace *workspace_create(const Net *net, const InputTransform *input, int max_n)
 {
     Workspace *ws = XCALLOC(Workspace, 1);
-    const size_t n = (size_t)max_n;
+    ws->net = net;
+    ws->input = *input;
     ws->max_n = max_n;
-    /* im2col scratch for one sample: the backward pass does not need it */
-    size_t col1 = conv2d_forward_floats(&conv1_shape);
-    size_t col2 = conv2d_forward_floats(&conv2_shape);
-    /* forward activations, then their gradients (contiguous: one memset) */
-    size_t fwd = n * (S_X + S_C1 + S_P1 + S_C2 + S_P2 + 2 * S_F1 + 2 * S_F2 + 2 * S_OUT);
-    size_t bwd = n * (S_P1 + S_P2 + 2 * S_F1 + 2 * S_F2 + S_OUT);
-    ws->mem = XCALLOC(float, fwd + bwd + col1 + col2);
-    ws->mem32 = XCALLOC(int32_t, n * (S_P1 + S_P2));
+    ws->steps = XCALLOC(Step, (size_t)net->nlayers);
+    ws->nsteps = plan(net, ws->steps);
+    const int L = net->nlayers;
+    const size_t n = (size_t)max_n;
+
+    /* Which activations exist, and which gradients are needed. */
+    int need_act[NET_MAX_LAYERS + 1], need_grad[NET_MAX_LAYERS + 1], alias[NET_MAX_LAYERS + 1];
+    for (int i = 0; i <= L; i++) {
+        need_act[i] = 1;
+        need_grad[i] = 0;
+        alias[i] = 0;
+    }
+    for (int k = 0; k < ws->nsteps; k++) {
+        const Step *s = &ws->steps[k];
+        /* inside a fused step, the ReLU's output is never made (the
+         * convolution's output, before the ReLU, is: the pool reads it) */
+        for (int j = s->kind == S_CONV_POOL ? 2 : 1; j < s->span; j++)
+            need_act[s->layer + j] = 0;
+        if (s->kind == S_FLATTEN)
+            alias[s->layer + 1] = 1;
+    }
+    /* grad[i] is needed once a layer with parameters lies before layer i */
+    int params_before = 0;
+    for (int i = 0; i <= L; i++) {
+        need_grad[i] = params_before && need_act[i];
+        if (i < L && net->layers[i].first_tensor >= 0)
+            params_before = 1;
+    }
+
+    size_t floats = 0, ints = 0, bytes = 0, grads = 0, scratch = 0;
+    for (int i = 0; i <= L; i++) {
+        const size_t c = i == 0 ? shape_count(net->input) : shape_count(net->layers[i - 1].out_shape);
+        if (need_act[i] && !alias[i])
+            floats += round16(n * c);
+        if (need_grad[i] && !alias[i])
+            grads += round16(n * c);
+    }
+    for (int k = 0; k < ws->nsteps; k++) {
+        const Step *s = &ws->steps[k];
+        const Layer *l = &net->layers[s->layer];
+        if (s->kind == S_CONV || s->kind == S_CONV_POOL) {
+            size_t f = conv2d_forward_floats(&s->conv), b = conv2d_backward_floats(&s->conv);
+            scratch = f > scratch ? f : scratch;
+            scratch = b > scratch ? b : scratch;
+        }
+        if (s->kind == S_CONV_POOL || s->kind == S_RELU_POOL || s->kind == S_MAXPOOL)
+            ints += round16(n * s->out_count);
+        if (s->kind == S_DROPOUT)
+            bytes += round16(n * s->in_count);
+        if (s->kind == S_BATCHNORM)
+            floats += round16((size_t)l->in); /* invstd */
+    }
+    floats += round16(2 * net->bn_channels) + round16(n * (size_t)net->classes) + round16(scratch);
+    ws->mem = XCALLOC(float, floats + grads);
+    ws->mem32 = XCALLOC(int32_t, ints);
+    ws->mem8 = XCALLOC(uint8_t, bytes);
+
     float *p = ws->mem;
-#define TAKE(field, count) (ws->field = p, p += (count))
-    TAKE(x, n * S_X);
-    TAKE(c1, n * S_C1);
-    TAKE(p1, n * S_P1);
-    TAKE(c2, n * S_C2);
-    TAKE(p2, n * S_P2);
-    TAKE(f1, n * S_F1);
-    TAKE(g1, n * S_F1);
-    TAKE(f2, n * S_F2);
-    TAKE(g2, n * S_F2);
-    TAKE(logits, n * S_OUT);
-    TAKE(probs, n * S_OUT);
-    ws->act_grads = p;
-    TAKE(dp1, n * S_P1);
-    TAKE(dp2, n * S_P2);
-    TAKE(df1, n * S_F1);
-    TAKE(dg1, n * S_F1);
-    TAKE(df2, n * S_F2);
-    TAKE(dg2, n * S_F2);
-    TAKE(dlogits, n * S_OUT);
-    ws->act_grads_count = (size_t)(p - ws->act_grads);
-    TAKE(col1, col1);
-    TAKE(col2, col2);
-#undef TAKE
-    ws->arg1 = ws->mem32;
-    ws->arg2 = ws->mem32 + n * S_P1;
+    for (int i = 0; i <= L; i++) {
+        const size_t c = i == 0 ? shape_count(net->input) : shape_count(net->layers[i - 1].out_shape);
+        if (alias[i])
+            ws->act[i] = ws->act[i - 1];
+        else if (need_act[i]) {
+            ws->act[i] = p;
+            p += round16(n * c);
+        }
+    }
+    ws->bn_stats = p;
+    p += round16(2 * net->bn_channels);
+    ws->probs = p;
+    p += round16(n * (size_t)net->classes);
+    ws->scratch = p;
+    p += round16(scratch);
+    int32_t *q = ws->mem32;
+    uint8_t *m = ws->mem8;
+    for (int k = 0; k < ws->nsteps; k++) {
+        const Step *s = &ws->steps[k];
+        const int last = s->layer + s->span - 1;
+        if (s->kind == S_CONV_POOL || s->kind == S_RELU_POOL || s->kind == S_MAXPOOL) {
+            ws->arg[last] = q;
+            q += round16(n * s->out_count);
+        }
+        if (s->kind == S_DROPOUT) {
+            ws->mask[s->layer] = m;
+            m += round16(n * s->in_count);
+        }
+        if (s->kind == S_BATCHNORM) {
+            ws->bn_mean[s->layer] = ws->bn_stats + s->bn_off;
+            ws->bn_invstd[s->layer] = p;
+            p += round16((size_t)net->layers[s->layer].in);
+        }
+    }
+    /* the activation gradients, contiguous: one memset per pass */
+    ws->grads_mem = p;
+    for (int i = 0; i <= L; i++) {
+        const size_t c = i == 0 ? shape_count(net->input) : shape_count(net->layers[i - 1].out_shape);
+        if (alias[i] && need_grad[i])
+            ws->grad[i] = ws->grad[i - 1];
+        else if (need_grad[i]) {
+            ws->grad[i] = p;
+            p += round16(n * c);
+        }
+    }
+    ws->grads_count = grads;
     return ws;
 }
 
@@ -123,70 +244,251 @@ void workspace_free(Workspace *ws)
 {
     if (!ws)
         return;
+    free(ws->steps);
     free(ws->mem);
     free(ws->mem32);
+    free(ws->mem8);
     free(ws);
 }
 
-#define W(t) (params + model_tensors[t].offset)
-#define G(t) (grads + model_tensors[t].offset)
-
-/* The convolutional part runs sample by sample: conv, ReLU and pool of one
- * sample follow each other while its activations are still in cache (a whole
- * micro-batch of them would not fit). The fully connected part runs on the
- * whole micro-batch, where wider products pay. Either way each sample's
- * arithmetic is the same, so the bits do not depend on the grouping. */
-double model_forward(Workspace *ws, const float *params, const uint8_t *images,
-                     const uint8_t *labels, int n, int *correct)
+/* A layer's parameters: its weight (or gamma), and its bias (or beta, or NULL). */
+static const float *param(const Net *net, const float *params, const Layer *l, int k)
 {
+    if (l->first_tensor < 0)
+        return NULL;
+    const int t = l->first_tensor + k;
+    return t < net->ntensors && net->tensors[t].layer == (int)(l - net->layers)
+               ? params + net->tensors[t].offset
+               : NULL;
+}
+
+static float *dparam(const Net *net, float *grads, const Layer *l, int k)
+{
+    const float *p = param(net, grads, l, k);
+    return (float *)p;
+}
+
+/* pixels / 255, then (x - mean) / std per channel */
+static void load_input(float *x, const uint8_t *images, size_t count, int n, const Net *net,
+                       const InputTransform *in)
+{
+    const size_t plane = (size_t)net->input.h * (size_t)net->input.w;
+    for (size_t i = 0; i < (size_t)n * count; i++)
+        x[i] = (float)images[i] / 255.0f;
+    if (!in->normalize)
+        return;
+    for (int s = 0; s < n; s++)
+        for (int c = 0; c < net->input.c; c++) {
+            float *xc = x + (size_t)s * count + (size_t)c * plane;
+            const float mean = in->mean[c], std = in->std[c];
+            for (size_t k = 0; k < plane; k++)
+                xc[k] = (xc[k] - mean) / std;
+        }
+}
+
+/* One step forward over samples [s0, s0 + n). */
+static void step_forward(Workspace *ws, const Step *s, const float *params, const float *buffers,
+                         int s0, int n, const PassInfo *pass)
+{
+    const Net *net = ws->net;
+    const int i = s->layer, last = i + s->span - 1;
+    const Layer *l = &net->layers[i];
+    const float *x = ws->act[i] + (size_t)s0 * s->in_count;
+    float *y = ws->act[last + 1] + (size_t)s0 * s->out_count;
+    switch (s->kind) {
+    case S_CONV:
+        conv2d_forward(y, ws->scratch, x, param(net, params, l, 0), param(net, params, l, 1), n,
+                       &s->conv);
+        break;
+    case S_CONV_POOL: {
+        const size_t cc = (size_t)s->conv.F * s->conv.OH * s->conv.OW;
+        float *c = ws->act[i + 1] + (size_t)s0 * cc;
+        conv2d_forward(c, ws->scratch, x, param(net, params, l, 0), param(net, params, l, 1), n,
+                       &s->conv);
+        relu_maxpool_forward(y, ws->arg[last] + (size_t)s0 * s->out_count, c, n, &s->pool);
+        break;
+    }
+    case S_RELU_POOL:
+        relu_maxpool_forward(y, ws->arg[last] + (size_t)s0 * s->out_count, x, n, &s->pool);
+        break;
+    case S_MAXPOOL:
+        maxpool_forward(y, ws->arg[last] + (size_t)s0 * s->out_count, x, n, &s->pool);
+        break;
+    case S_AVGPOOL: avgpool_forward(y, x, n, &s->pool); break;
+    case S_RELU: relu_forward(y, x, (size_t)n * s->in_count); break;
+    case S_FLATTEN: break; /* a view */
+    case S_LINEAR:
+        linear_forward(y, x, param(net, params, l, 0), param(net, params, l, 1), n, l->in, l->out);
+        break;
+    case S_BATCHNORM: {
+        const int C = l->in, Lsz = (int)(s->in_count / (size_t)C);
+        const float *gamma = param(net, params, l, 0), *beta = param(net, params, l, 1);
+        if (pass->train) {
+            float *stats = ws->bn_stats + s->bn_off;
+            batchnorm_forward_train(y, stats, ws->bn_invstd[i], stats + C, x, gamma, beta, n, C,
+                                    Lsz, l->eps);
+        } else {
+            const float *rm = buffers + net->buffers[l->first_buffer].offset;
+            const float *rv = buffers + net->buffers[l->first_buffer + 1].offset;
+            batchnorm_forward_eval(y, x, gamma, beta, rm, rv, n, C, Lsz, l->eps);
+        }
+        break;
+    }
+    case S_DROPOUT:
+        if (pass->train)
+            dropout_forward(y, ws->mask[i] + (size_t)s0 * s->in_count, x, n, s->in_count, l->p,
+                            pass->seed, i, pass->step, pass->first_position + (uint64_t)s0);
+        else
+            memcpy(y, x, sizeof(float) * (size_t)n * s->in_count);
+        break;
+    }
+}
+
+double model_forward(Workspace *ws, const float *params, const float *buffers,
+                     const uint8_t *images, const uint8_t *labels, int n, int *correct,
+                     const PassInfo *pass)
+{
+    const Net *net = ws->net;
     if (n > ws->max_n)
         DIE("micro-batch of %d exceeds the workspace (%d)", n, ws->max_n);
-    for (int s = 0; s < n; s++) {
-        float *x = ws->x + (size_t)s * S_X;
-        /* The tutorial's ToTensor: float(pixel) / 255, a division as PyTorch does it. */
-        for (int i = 0; i < S_X; i++)
-            x[i] = (float)images[(size_t)s * S_X + i] / 255.0f;
-        float *c1 = ws->c1 + (size_t)s * S_C1, *p1 = ws->p1 + (size_t)s * S_P1;
-        conv2d_forward(c1, ws->col1, x, W(T_CONV1_W), W(T_CONV1_B), 1, &conv1_shape);
-        /* ReLU then max-pool in one pass (layers.h: bitwise the same as two) */
-        relu_maxpool_forward(p1, ws->arg1 + (size_t)s * S_P1, c1, 1, &pool1_shape);
-
-        float *c2 = ws->c2 + (size_t)s * S_C2;
-        conv2d_forward(c2, ws->col2, p1, W(T_CONV2_W), W(T_CONV2_B), 1, &conv2_shape);
-        relu_maxpool_forward(ws->p2 + (size_t)s * S_P2, ws->arg2 + (size_t)s * S_P2, c2, 1,
-                             &pool2_shape);
+    const size_t in = shape_count(net->input);
+    for (int k = 0; k < ws->nsteps;) {
+        /* a run of convolution-side steps with a convolution in it goes sample
+         * by sample (with the input conversion), the rest batch-wide */
+        int end = k;
+        int has_conv = 0;
+        while (end < ws->nsteps && ws->steps[end].conv_side) {
+            has_conv |= ws->steps[end].kind == S_CONV || ws->steps[end].kind == S_CONV_POOL;
+            end++;
+        }
+        if (k == 0 && !(has_conv && end > k))
+            load_input(ws->act[0], images, in, n, net, &ws->input);
+        if (has_conv && end > k) {
+            for (int s = 0; s < n; s++) {
+                if (k == 0)
+                    load_input(ws->act[0] + (size_t)s * in, images + (size_t)s * in, in, 1, net,
+                               &ws->input);
+                for (int j = k; j < end; j++)
+                    step_forward(ws, &ws->steps[j], params, buffers, s, 1, pass);
+            }
+            k = end;
+        } else {
+            step_forward(ws, &ws->steps[k], params, buffers, 0, n, pass);
+            k++;
+        }
     }
-
-    /* p2 [n,12,4,4] is already the flattened [n,192], in PyTorch's order. */
-    linear_forward(ws->f1, ws->p2, W(T_FC1_W), W(T_FC1_B), n, S_P2, S_F1);
-    relu_forward(ws->g1, ws->f1, (size_t)n * S_F1);
-    linear_forward(ws->f2, ws->g1, W(T_FC2_W), W(T_FC2_B), n, S_F1, S_F2);
-    relu_forward(ws->g2, ws->f2, (size_t)n * S_F2);
-    linear_forward(ws->logits, ws->g2, W(T_OUT_W), W(T_OUT_B), n, S_F2, S_OUT);
-
     if (!labels)
         return 0.0;
-    return softmax_xent_forward(ws->probs, correct, ws->logits, labels, n, S_OUT);
+    return softmax_xent_forward(ws->probs, correct, ws->act[net->nlayers], labels, n,
+                                net->classes);
+}
+
+const float *model_logits(const Workspace *ws, int s)
+{
+    return ws->act[ws->net->nlayers] + (size_t)s * (size_t)ws->net->classes;
 }
 
 void model_backward(float *grads, Workspace *ws, const float *params, const uint8_t *labels,
                     int n, float scale)
 {
-    memset(ws->act_grads, 0, sizeof(float) * ws->act_grads_count);
-    softmax_xent_backward(ws->dlogits, ws->probs, labels, n, S_OUT, scale);
-    linear_backward(ws->dg2, G(T_OUT_W), G(T_OUT_B), ws->dlogits, ws->g2, W(T_OUT_W), n, S_F2,
-                    S_OUT);
-    relu_backward(ws->df2, ws->dg2, ws->g2, (size_t)n * S_F2);
-    linear_backward(ws->dg1, G(T_FC2_W), G(T_FC2_B), ws->df2, ws->g1, W(T_FC2_W), n, S_F1,
-                    S_F2);
-    relu_backward(ws->df1, ws->dg1, ws->g1, (size_t)n * S_F1);
-    linear_backward(ws->dp2, G(T_FC1_W), G(T_FC1_B), ws->df1, ws->p2, W(T_FC1_W), n, S_P2,
-                    S_F1);
+    const Net *net = ws->net;
+    memset(ws->grads_mem, 0, sizeof(float) * ws->grads_count);
+    softmax_xent_backward(ws->grad[net->nlayers], ws->probs, labels, n, net->classes, scale);
+    for (int k = ws->nsteps - 1; k >= 0; k--) {
+        const Step *s = &ws->steps[k];
+        const int i = s->layer, last = i + s->span - 1;
+        const Layer *l = &net->layers[i];
+        float *dx = ws->grad[i];
+        const float *dy = ws->grad[last + 1], *x = ws->act[i], *y = ws->act[last + 1];
+        if (!dx && l->first_tensor < 0)
+            continue; /* nothing before it needs a gradient */
+        switch (s->kind) {
+        case S_CONV:
+            conv2d_backward(dx, dparam(net, grads, l, 0), dparam(net, grads, l, 1), ws->scratch,
+                            dy, x, param(net, params, l, 0), n, &s->conv);
+            break;
+        case S_CONV_POOL:
+            conv_pool_backward(dx, dparam(net, grads, l, 0), dparam(net, grads, l, 1), dy, y,
+                               ws->arg[last], x, param(net, params, l, 0), n, &s->conv, &s->pool);
+            break;
+        case S_RELU_POOL: relu_maxpool_backward(dx, dy, y, ws->arg[last], n, &s->pool); break;
+        case S_MAXPOOL: maxpool_backward(dx, dy, ws->arg[last], n, &s->pool); break;
+        case S_AVGPOOL: avgpool_backward(dx, dy, n, &s->pool); break;
+        case S_RELU: relu_backward(dx, dy, y, (size_t)n * s->in_count); break;
+        case S_FLATTEN: break; /* the same memory */
+        case S_LINEAR:
+            linear_backward(dx, dparam(net, grads, l, 0), dparam(net, grads, l, 1), dy, x,
+                            param(net, params, l, 0), n, l->in, l->out);
+            break;
+        case S_BATCHNORM: {
+            const int C = l->in, Lsz = (int)(s->in_count / (size_t)C);
+            batchnorm_backward(dx, dparam(net, grads, l, 0), dparam(net, grads, l, 1), dy, x,
+                               ws->bn_mean[i], ws->bn_invstd[i], param(net, params, l, 0), n, C,
+                               Lsz);
+            break;
+        }
+        case S_DROPOUT: dropout_backward(dx, dy, ws->mask[i], n, s->in_count, l->p); break;
+        }
+    }
+}
 
-    /* Back through pool, ReLU and convolution at once, over the pooling
-     * winners only (conv_pool.c): conv2's input gradient, then conv1's weights. */
-    conv_pool_backward(ws->dp1, G(T_CONV2_W), G(T_CONV2_B), ws->dp2, ws->p2, ws->arg2, ws->p1,
-                       W(T_CONV2_W), n, &conv2_shape, &pool2_shape);
-    conv_pool_backward(NULL, G(T_CONV1_W), G(T_CONV1_B), ws->dp1, ws->p1, ws->arg1, ws->x,
-                       W(T_CONV1_W), n, &conv1_shape, &pool1_shape);
+void model_update_running(const Net *net, float *buffers, int64_t *batches, const float *stats)
+{
+    size_t off = 0;
+    int b = 0;
+    for (int i = 0; i < net->nlayers; i++) {
+        const Layer *l = &net->layers[i];
+        if (l->type != LAYER_BATCHNORM2D && l->type != LAYER_BATCHNORM1D)
+            continue;
+        batches[b]++;
+        const double factor = l->cumulative ? 1.0 / (double)batches[b] : l->momentum;
+        batchnorm_update_running(buffers + net->buffers[l->first_buffer].offset,
+                                 buffers + net->buffers[l->first_buffer + 1].offset, stats + off,
+                                 stats + off + l->in, l->in, factor);
+        off += 2 * (size_t)l->in;
+        b++;
+    }
+}
+
+int input_transform_parse(InputTransform *t, const char *text, int channels, char *canonical,
+                          size_t n)
+{
+    memset(t, 0, sizeof *t);
+    if (!text || strcmp(text, "none") == 0) {
+        snprintf(canonical, n, "none");
+        return 0;
+    }
+    double v[2 * MODEL_MAX_CHANNELS];
+    int k = 0;
+    const char *p = text;
+    while (*p) {
+        char *end;
+        if (k == 2 * MODEL_MAX_CHANNELS || !(*p == '-' || *p == '.' || (*p >= '0' && *p <= '9')))
+            return err_set("--normalize %s: expected MEAN,STD for each of the %d channel%s, or "
+                           "none",
+                           text, channels, channels == 1 ? "" : "s");
+        v[k] = strtod(p, &end);
+        if (end == p || !isfinite(v[k]) || (*end && *end != ','))
+            return err_set("--normalize %s: '%.*s' is not a number", text, (int)strcspn(p, ","), p);
+        k++;
+        p = *end ? end + 1 : end;
+        if (*end == ',' && !*p)
+            return err_set("--normalize %s: a value is missing after the last comma", text);
+    }
+    if (k != 2 * channels)
+        return err_set("--normalize %s: %d value%s, but the data has %d channel%s: give MEAN,STD "
+                       "for each",
+                       text, k, k == 1 ? "" : "s", channels, channels == 1 ? "" : "s");
+    size_t at = 0;
+    for (int c = 0; c < channels; c++) {
+        t->mean[c] = (float)v[2 * c];
+        t->std[c] = (float)v[2 * c + 1];
+        if (!(t->std[c] > 0))
+            return err_set("--normalize %s: the standard deviation of channel %d must be > 0",
+                           text, c);
+        at += (size_t)snprintf(canonical + at, at < n ? n - at : 0, "%s%.9g,%.9g", c ? "," : "",
+                               (double)t->mean[c], (double)t->std[c]);
+    }
+    t->normalize = 1;
+    return 0;
 }

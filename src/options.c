@@ -19,7 +19,8 @@ void options_usage(FILE *f)
     fputs(
         "Usage: dpcnn [OPTION]...\n"
         "       mpirun -np N dpcnn [OPTION]...\n"
-        "Train the PyTorch tutorial CNN on Fashion-MNIST, data-parallel over MPI ranks.\n"
+        "Train a convolutional network (the PyTorch tutorial's by default) on an image\n"
+        "data set (Fashion-MNIST by default), data-parallel over MPI ranks.\n"
         "The same options give the same bits at any rank and thread count.\n"
         "\n"
         "What is trained (these change the result):\n"
@@ -35,6 +36,10 @@ void options_usage(FILE *f)
         "  --test-limit N      evaluate on the first N test samples only\n"
         "  --data FILE         HDF5 data file (default: data/fashion-mnist.h5, found\n"
         "                      in the current, build or install directory)\n"
+        "  --model NAME|FILE   the network: tutorial (default), bn, lenet5, or a file\n"
+        "                      describing one in PyTorch's terms (doc/models.md)\n"
+        "  --normalize MEAN,STD  normalise the input after /255, one pair per channel\n"
+        "                      (none: off, the default; 0.2860,0.3530 for Fashion-MNIST)\n"
         "  --init FILE         start from these weights (a dpcnn weights file)\n"
         "  --resume DIR|FILE   continue the run saved in DIR (its latest.h5) or FILE,\n"
         "                      to the same bits as if it had never stopped; give the\n"
@@ -61,6 +66,9 @@ void options_usage(FILE *f)
         "                      the same bits at any rank count; float: one float32\n"
         "                      allreduce, cheaper on very many ranks, bits then depend\n"
         "                      on the rank count\n"
+        "  --print-model       print the network (layers, shapes, parameters, FLOPs)\n"
+        "                      and exit; the input shape comes from --data or from\n"
+        "  --input-shape C,H,W the shape of one input sample\n"
         "  -h, --help          this text\n"
         "  -V, --version       the version\n"
         "\n"
@@ -152,6 +160,7 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
         O_EPOCHS = 256, O_BATCH, O_MICRO, O_LR, O_SEED, O_DATA, O_NO_SHUFFLE, O_CKPT, O_INIT,
         O_THREADS, O_LIMIT, O_TEST_LIMIT, O_CHECK_EVERY, O_REDUCTION, O_RESUME, O_OVERRIDE,
         O_CKPT_EVERY, O_KEEP, O_QUIET, O_LOG_EVERY, O_METRICS_EVERY, O_WARMUP, O_HANG,
+        O_MODEL, O_NORMALIZE, O_PRINT_MODEL, O_INPUT_SHAPE,
     };
     static const struct option opts[] = {
         {"epochs", required_argument, 0, O_EPOCHS},
@@ -177,6 +186,10 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
         {"log-every", required_argument, 0, O_LOG_EVERY},
         {"metrics-every", required_argument, 0, O_METRICS_EVERY},
         {"hang-timeout", required_argument, 0, O_HANG},
+        {"model", required_argument, 0, O_MODEL},
+        {"normalize", required_argument, 0, O_NORMALIZE},
+        {"print-model", no_argument, 0, O_PRINT_MODEL},
+        {"input-shape", required_argument, 0, O_INPUT_SHAPE},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
@@ -267,6 +280,41 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
             cfg->resume_path = optarg;
             break;
         case O_OVERRIDE: cfg->override_hparams = 1; break;
+        case O_MODEL:
+            if (!*optarg)
+                return usage_error(speak, "--model: expected a network's name or a file, got ''");
+            cfg->model = optarg;
+            break;
+        case O_NORMALIZE:
+            if (!*optarg)
+                return usage_error(speak, "--normalize: expected MEAN,STD per channel or none, "
+                                          "got ''");
+            cfg->normalize = optarg; /* checked against the data's channels later */
+            break;
+        case O_PRINT_MODEL: cfg->print_model = 1; break;
+        case O_INPUT_SHAPE: {
+            unsigned long long dims[3];
+            char part[3][24];
+            const char *p = optarg;
+            int k = 0, ok = 1;
+            for (; k < 3 && ok; k++) {
+                size_t len = strcspn(p, ",");
+                ok = len > 0 && len < sizeof part[k] && (p[len] == ',') == (k < 2);
+                if (ok) {
+                    snprintf(part[k], sizeof part[k], "%.*s", (int)len, p);
+                    ok = options_parse_whole(part[k], 1, 65536, &dims[k]) == 0;
+                    p += len + (k < 2);
+                }
+            }
+            if (!ok || *p)
+                return usage_error(speak, "--input-shape: expected C,H,W (three whole numbers "
+                                          ">= 1), got '%s'",
+                                   optarg);
+            cfg->input_c = (int)dims[0];
+            cfg->input_h = (int)dims[1];
+            cfg->input_w = (int)dims[2];
+            break;
+        }
         case O_QUIET: cfg->quiet = 1; break;
         case O_CKPT_EVERY: {
             /* N, Ne or Nepochs: epochs; Ns or Nsteps: steps */
@@ -320,7 +368,10 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
         checkpoint_resolve(cfg->resume_path, file, dir, sizeof dir);
         cfg->checkpoint_dir = dir;
     }
-    if (!cfg->data_path) {
+    if (cfg->input_c && !cfg->print_model)
+        return usage_error(speak, "--input-shape goes with --print-model (training takes the "
+                                  "shape from the data)");
+    if (!cfg->data_path && !(cfg->print_model && cfg->input_c)) {
         cfg->data_path = options_default_data();
         if (!cfg->data_path) {
             if (speak)

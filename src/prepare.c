@@ -1,4 +1,5 @@
-/* dpcnn-prepare: four IDX files of an MNIST-format data set -> one HDF5 data file. */
+/* dpcnn-prepare: four IDX files of an MNIST-format data set (any image size,
+ * [N,H,W] or [N,C,H,W]) -> one HDF5 data file (dataset.h). */
 #include "config.h"
 
 #include <getopt.h>
@@ -10,7 +11,6 @@
 #include "dpcnn/error.h"
 #include "dpcnn/fsutil.h"
 #include "dpcnn/idx.h"
-#include "dpcnn/model.h"
 
 static void usage(FILE *f)
 {
@@ -24,6 +24,9 @@ static void usage(FILE *f)
           "\n"
           "  -o, --output FILE   where to write (default: fashion-mnist.h5); written\n"
           "                      under a temporary name and renamed when complete\n"
+          "  --class-names LIST  the classes' names, comma-separated, one per class, or\n"
+          "                      fashion-mnist (default for Fashion-MNIST's directory;\n"
+          "                      otherwise 0,1,... up to the largest label)\n"
           "  -h, --help          this text\n"
           "  -V, --version       the version\n",
           f);
@@ -45,16 +48,20 @@ int main(int argc, char **argv)
     char *files[4] = {NULL, NULL, NULL, NULL}; /* train images, labels, test images, labels */
     uint8_t *img[2] = {NULL, NULL}, *lab[2] = {NULL, NULL};
     int status = DPCNN_EXIT_USAGE;
+    const char *names_arg = NULL;
+    char (*names)[DATASET_NAME_MAX] = NULL;
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'},   {"train-images", required_argument, 0, 1},
         {"train-labels", required_argument, 0, 2}, {"test-images", required_argument, 0, 3},
-        {"test-labels", required_argument, 0, 4}, {"help", no_argument, 0, 'h'},
+        {"test-labels", required_argument, 0, 4}, {"class-names", required_argument, 0, 5},
+        {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},         {0, 0, 0, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "o:hV", opts, NULL)) != -1) {
         switch (c) {
         case 'o': out = optarg; break;
+        case 5: names_arg = optarg; break;
         case 1: case 2: case 3: case 4:
             free(files[c - 1]); /* the last of a repeated flag wins */
             files[c - 1] = xstrdup(optarg);
@@ -93,11 +100,48 @@ int main(int argc, char **argv)
         files[3] = find_in(dir, "t10k-labels-idx1-ubyte");
     }
 
+    /* The classes: named on the command line, Fashion-MNIST's for its directory,
+     * or numbered up to the largest label. */
+    int classes = 0;
+    if (!names_arg && given == 0 && (argc - optind == 0 || strstr(dir, "fashion-mnist")))
+        names_arg = "fashion-mnist";
+    if (names_arg && strcmp(names_arg, "fashion-mnist") == 0) {
+        classes = 10;
+        names = xcalloc(10, DATASET_NAME_MAX);
+        for (int k = 0; k < 10; k++)
+            snprintf(names[k], DATASET_NAME_MAX, "%s", dataset_fashion_names[k]);
+    } else if (names_arg) {
+        classes = 1;
+        for (const char *c = names_arg; *c; c++)
+            classes += *c == ',';
+        if (classes < 2 || classes > DATASET_MAX_CLASSES) {
+            fprintf(stderr, "dpcnn-prepare: --class-names: %d names; 2 to %d classes are "
+                            "possible\n",
+                    classes, DATASET_MAX_CLASSES);
+            goto done;
+        }
+        names = xcalloc((size_t)classes, DATASET_NAME_MAX);
+        const char *c = names_arg;
+        for (int k = 0; k < classes; k++) {
+            size_t len = strcspn(c, ",");
+            if (len == 0 || len >= DATASET_NAME_MAX) {
+                fprintf(stderr, "dpcnn-prepare: --class-names: name %d is empty or longer than "
+                                "%d characters\n",
+                        k + 1, DATASET_NAME_MAX - 1);
+                goto done;
+            }
+            snprintf(names[k], DATASET_NAME_MAX, "%.*s", (int)len, c);
+            c += len + (c[len] == ',');
+        }
+    }
+
     status = DPCNN_EXIT_FAILURE;
     size_t ni[2], nl[2];
+    int shape[2][3];
     for (int s = 0; s < 2; s++) {
-        if (idx_read_images(files[2 * s], &img[s], &ni[s]) < 0 ||
-            idx_read_labels(files[2 * s + 1], &lab[s], &nl[s], MODEL_CLASSES) < 0) {
+        if (idx_read_images(files[2 * s], &img[s], &ni[s], shape[s]) < 0 ||
+            idx_read_labels(files[2 * s + 1], &lab[s], &nl[s],
+                            classes ? classes : DATASET_MAX_CLASSES) < 0) {
             fprintf(stderr, "dpcnn-prepare: error: %s\n", err_get());
             goto done;
         }
@@ -109,17 +153,37 @@ int main(int argc, char **argv)
             goto done;
         }
     }
+    if (memcmp(shape[0], shape[1], sizeof shape[0]) != 0) {
+        fprintf(stderr, "dpcnn-prepare: error: inconsistent input: %s holds %dx%dx%d images, %s "
+                        "%dx%dx%d\n",
+                files[0], shape[0][0], shape[0][1], shape[0][2], files[2], shape[1][0],
+                shape[1][1], shape[1][2]);
+        goto done;
+    }
+    if (!names) { /* numbered: 0 .. the largest label */
+        for (int s = 0; s < 2; s++)
+            for (size_t i = 0; i < nl[s]; i++)
+                classes = lab[s][i] + 1 > classes ? lab[s][i] + 1 : classes;
+        classes = classes < 2 ? 2 : classes;
+        names = xcalloc((size_t)classes, DATASET_NAME_MAX);
+        for (int k = 0; k < classes; k++)
+            snprintf(names[k], DATASET_NAME_MAX, "%d", k);
+    }
     char source[8192];
     snprintf(source, sizeof source, "%s; %s; %s; %s", files[0], files[1], files[2], files[3]);
     SplitData train = {img[0], lab[0], ni[0]}, test = {img[1], lab[1], ni[1]};
-    if (dataset_write(out, &train, &test, source) < 0) {
+    /* an IDX file of one channel is stored as [N,H,W], as it came */
+    DataShape ds = {shape[0][0], shape[0][1], shape[0][2], shape[0][0] == 1 ? 3 : 4, classes,
+                    names};
+    if (dataset_write(out, &ds, &train, &test, source) < 0) {
         fprintf(stderr, "dpcnn-prepare: error: %s\n", err_get());
         goto done;
     }
     char fp[32];
-    dataset_fingerprint(fp, &train, &test);
-    printf("dpcnn-prepare: wrote %s: %zu train and %zu test images, fingerprint %s\n", out,
-           ni[0], ni[1], fp);
+    dataset_fingerprint(fp, &ds, &train, &test);
+    printf("dpcnn-prepare: wrote %s: %zu train and %zu test images of %dx%dx%d, %d classes, "
+           "fingerprint %s\n",
+           out, ni[0], ni[1], ds.channels, ds.height, ds.width, classes, fp);
     status = 0;
 done:
     /* every path frees what it took, so LeakSanitizer hears nothing on errors either */
@@ -129,5 +193,6 @@ done:
     }
     for (int k = 0; k < 4; k++)
         free(files[k]);
+    free(names);
     return status;
 }

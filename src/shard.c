@@ -5,10 +5,8 @@
 
 #include "dpcnn/dataset.h"
 #include "dpcnn/error.h"
-#include "dpcnn/model.h"
 #include "dpcnn/shard.h"
 
-#define REC (MODEL_IMAGE_PIXELS + 1) /* one record on the wire: pixels, then the label */
 
 size_t part_first(size_t n, int parts, int r)
 {
@@ -108,16 +106,18 @@ int shard_read_test(Block *out, size_t *chunks, size_t *chunks_total, const Data
     const size_t end = (c0 + *chunks) * chunk;
     out->first = c0 * chunk;
     out->count = *chunks ? (end < n ? end : n) - out->first : 0;
-    out->images = XCALLOC(uint8_t, out->count * MODEL_IMAGE_PIXELS);
+    out->images = XCALLOC(uint8_t, out->count * ds->sample_bytes);
     out->labels = XCALLOC(uint8_t, out->count);
     return dataset_read(ds, SPLIT_TEST, out->first, out->count, out->images, out->labels);
 }
 
-void exchange_init(Exchange *x, const Schedule *s, int rank)
+void exchange_init(Exchange *x, const Schedule *s, int rank, size_t sample_bytes)
 {
     memset(x, 0, sizeof *x);
     x->sched = *s;
     x->rank = rank;
+    x->sample_bytes = sample_bytes;
+    const size_t REC = sample_bytes + 1; /* one record on the wire: pixels, then the label */
     const int P = s->ranks;
     size_t mine = sched_rank_samples(s, rank);
     size_t held = part_first(s->n, P, rank + 1) - part_first(s->n, P, rank);
@@ -166,10 +166,11 @@ void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d)
 {
     const Schedule *s = &x->sched;
     const int P = s->ranks, me = x->rank;
+    const size_t PIX = x->sample_bytes, REC = PIX + 1;
     if (P == 1) { /* everything is here already: train straight from the block */
         for (size_t k = 0; k < x->count; k++) {
             size_t i = perm[x->positions[k]] - mine->first;
-            x->sample[k] = mine->images + i * MODEL_IMAGE_PIXELS;
+            x->sample[k] = mine->images + i * PIX;
             x->label[k] = mine->labels[i];
         }
         return;
@@ -195,8 +196,8 @@ void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d)
         if (part_owner(s->n, P, i) != me)
             continue;
         uint8_t *rec = x->sendbuf + (size_t)x->cursor[rank_of_position(s, pos)]++ * REC;
-        memcpy(rec, mine->images + (i - mine->first) * MODEL_IMAGE_PIXELS, MODEL_IMAGE_PIXELS);
-        rec[MODEL_IMAGE_PIXELS] = mine->labels[i - mine->first];
+        memcpy(rec, mine->images + (i - mine->first) * PIX, PIX);
+        rec[PIX] = mine->labels[i - mine->first];
     }
     dist_alltoallv(d, x->sendbuf, x->scount, x->sdispl, x->recvbuf, x->rcount, x->rdispl, REC);
     /* Senders packed in epoch order, so each source's records arrive in the
@@ -206,6 +207,6 @@ void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d)
         int src = part_owner(s->n, P, perm[x->positions[k]]);
         const uint8_t *rec = x->recvbuf + (size_t)x->cursor[src]++ * REC;
         x->sample[k] = rec;
-        x->label[k] = rec[MODEL_IMAGE_PIXELS];
+        x->label[k] = rec[PIX];
     }
 }

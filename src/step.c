@@ -23,10 +23,6 @@
 #include "dpcnn/step.h"
 #include "dpcnn/xsum.h"
 
-#define NPARAM MODEL_NUM_PARAMS
-#define NT MODEL_NUM_TENSORS
-#define NCONF (MODEL_CLASSES * MODEL_CLASSES)
-
 static int thread_id(void)
 {
 #ifdef _OPENMP
@@ -36,27 +32,35 @@ static int thread_id(void)
 #endif
 }
 
-Stepper *stepper_create(int micro_batch, int max_slots, int threads, size_t max_chunks,
+Stepper *stepper_create(const Net *net, const InputTransform *input, int micro_batch,
+                        int max_slots, int max_micro_total, int threads, size_t max_chunks,
                         int reduction)
 {
     Stepper *st = XCALLOC(Stepper, 1);
+    st->net = net;
+    st->nparams = net->nparams;
+    st->nstats = 2 * net->bn_channels;
     st->reduction = reduction;
-    st->fsum = XCALLOC(float, NPARAM + 4);
+    st->fsum = XCALLOC(float, st->nparams + 4);
     st->micro_batch = micro_batch;
     st->max_slots = max_slots < 1 ? 1 : max_slots;
     st->threads = threads < 1 ? 1 : threads;
     st->max_chunks = max_chunks;
+    st->sample_bytes = shape_count(net->input);
     st->ws = XCALLOC(Workspace *, (size_t)st->threads);
     for (int i = 0; i < st->threads; i++)
-        st->ws[i] = workspace_create(micro_batch);
-    st->slot_grads = XCALLOC(float, (size_t)st->max_slots * NPARAM);
+        st->ws[i] = workspace_create(net, input, micro_batch);
+    const int NT = net->ntensors;
+    st->slot_grads = XCALLOC(float, (size_t)st->max_slots * st->nparams);
     st->slot_loss = XCALLOC(double, (size_t)st->max_slots);
     st->slot_correct = XCALLOC(int, (size_t)st->max_slots);
     st->slot_exp = XCALLOC(int, (size_t)st->max_slots * (NT + 1));
-    st->acc = XCALLOC(int64_t, NPARAM + 2);
+    st->slot_stats = XCALLOC(float, (size_t)st->max_slots * st->nstats);
+    st->all_stats = XCALLOC(float, (size_t)(max_micro_total > 0 ? max_micro_total : 1) * st->nstats);
+    st->acc = XCALLOC(int64_t, st->nparams + 2);
     st->chunk_loss = XCALLOC(double, max_chunks + 1);
-    st->confusion = XCALLOC(int64_t, (size_t)st->threads * NCONF);
-    st->stage = XCALLOC(uint8_t, (size_t)st->threads * micro_batch * MODEL_IMAGE_PIXELS);
+    st->confusion = XCALLOC(int64_t, (size_t)st->threads * net->classes * net->classes);
+    st->stage = XCALLOC(uint8_t, (size_t)st->threads * micro_batch * st->sample_bytes);
     return st;
 }
 
@@ -71,6 +75,10 @@ void stepper_free(Stepper *st)
     free(st->slot_loss);
     free(st->slot_correct);
     free(st->slot_exp);
+    free(st->slot_stats);
+    free(st->all_stats);
+    free(st->stat_counts);
+    free(st->stat_displs);
     free(st->acc);
     free(st->chunk_loss);
     free(st->confusion);
@@ -79,8 +87,12 @@ void stepper_free(Stepper *st)
     free(st);
 }
 
-/* Control integers agreed by MPI_MAX: the exponents first (tensors, loss). */
-enum { CTL_LOSS = NT, CTL_BAD_RANK, CTL_STOP, CTL_COUNT };
+/* Control integers agreed by MPI_MAX: the exponents first (one per tensor,
+ * then the loss), then the rank that saw a non-finite value, then the stop. */
+#define CTL_LOSS(nt) (nt)
+#define CTL_BAD_RANK(nt) ((nt) + 1)
+#define CTL_STOP(nt) ((nt) + 2)
+#define CTL_COUNT(nt) ((nt) + 3)
 
 /* The exact combination: agree on a fixed-point grid per tensor (one MPI_MAX
  * over a few integers), round every slot onto it and add the integers (one
@@ -88,26 +100,29 @@ enum { CTL_LOSS = NT, CTL_BAD_RANK, CTL_STOP, CTL_COUNT };
 static int reduce_exact(Stepper *st, Dist *d, float *grads, StepSums *sums, int nmicro,
                         int nmicro_total)
 {
-    int ctl[CTL_COUNT];
+    const Net *net = st->net;
+    const int NT = net->ntensors;
+    const size_t NPARAM = st->nparams;
+    int ctl[CTL_COUNT(NET_MAX_TENSORS)];
     for (int i = 0; i <= NT; i++)
         ctl[i] = XSUM_ZERO;
-    ctl[CTL_BAD_RANK] = -1;
-    ctl[CTL_STOP] = sums->stop;
+    ctl[CTL_BAD_RANK(NT)] = -1;
+    ctl[CTL_STOP(NT)] = sums->stop;
     for (int k = 0; k < nmicro; k++)
         for (int i = 0; i <= NT; i++) {
             int e = st->slot_exp[(size_t)k * (NT + 1) + i];
             ctl[i] = e > ctl[i] ? e : ctl[i];
             if (e == XSUM_NONFINITE)
-                ctl[CTL_BAD_RANK] = dist_rank(d);
+                ctl[CTL_BAD_RANK(NT)] = dist_rank(d);
         }
-    dist_max_int(d, ctl, CTL_COUNT);
-    sums->stop = ctl[CTL_STOP];
-    sums->bad_rank = ctl[CTL_BAD_RANK];
-    sums->loss_bad = ctl[CTL_LOSS] == XSUM_NONFINITE;
+    dist_max_int(d, ctl, CTL_COUNT(NT));
+    sums->stop = ctl[CTL_STOP(NT)];
+    sums->bad_rank = ctl[CTL_BAD_RANK(NT)];
+    sums->loss_bad = ctl[CTL_LOSS(NT)] == XSUM_NONFINITE;
     if (sums->bad_rank >= 0)
         return -1;
 
-    int shift[NT + 1];
+    int shift[NET_MAX_TENSORS + 1];
     for (int i = 0; i <= NT; i++)
         shift[i] = xsum_shift(ctl[i], nmicro_total);
     int64_t *acc = st->acc;
@@ -115,7 +130,7 @@ static int reduce_exact(Stepper *st, Dist *d, float *grads, StepSums *sums, int 
     for (int k = 0; k < nmicro; k++) {
         const float *g = st->slot_grads + (size_t)k * NPARAM;
         for (int t = 0; t < NT; t++) {
-            const TensorInfo *ti = &model_tensors[t];
+            const TensorInfo *ti = &net->tensors[t];
             xsum_add_f32(acc + ti->offset, g + ti->offset, ti->count, shift[t]);
         }
         xsum_add_f64(acc + NPARAM, &st->slot_loss[k], 1, shift[NT]);
@@ -123,7 +138,7 @@ static int reduce_exact(Stepper *st, Dist *d, float *grads, StepSums *sums, int 
     }
     dist_sum_int64(d, acc, NPARAM + 2);
     for (int t = 0; t < NT; t++) {
-        const TensorInfo *ti = &model_tensors[t];
+        const TensorInfo *ti = &net->tensors[t];
         xsum_get_f32(grads + ti->offset, acc + ti->offset, ti->count, shift[t]);
     }
     sums->loss_sum = xsum_get_f64(acc[NPARAM], shift[NT]);
@@ -137,6 +152,8 @@ static int reduce_exact(Stepper *st, Dist *d, float *grads, StepSums *sums, int 
  * not across rank counts. Loss, correct count and the flags ride along. */
 static int reduce_float(Stepper *st, Dist *d, float *grads, StepSums *sums, int nmicro)
 {
+    const int NT = st->net->ntensors;
+    const size_t NPARAM = st->nparams;
     float *f = st->fsum;
     memset(f, 0, sizeof(float) * (NPARAM + 4));
     int bad = 0;
@@ -163,17 +180,45 @@ static int reduce_float(Stepper *st, Dist *d, float *grads, StepSums *sums, int 
     return 0;
 }
 
-int stepper_gradient(Stepper *st, Dist *d, float *grads, StepSums *sums, const float *params,
-                     const uint8_t *const *images, const uint8_t *labels, const int *sizes,
-                     int nmicro, int nmicro_total, int batch_total)
+/* Batch norm's running statistics: every rank's micro-batch statistics,
+ * gathered in the global order of the micro-batches (ranks hold contiguous
+ * runs of them), applied one after another, as PyTorch would update them
+ * forward pass after forward pass. Gathered, not summed: no arithmetic on the
+ * wire, so the same bits at any rank count. */
+static void update_running(Stepper *st, Dist *d, float *buffers, int64_t *batches,
+                           const StepBatch *b)
 {
+    const int P = dist_size(d);
+    if (!st->stat_counts) {
+        st->stat_counts = XCALLOC(int, (size_t)P);
+        st->stat_displs = XCALLOC(int, (size_t)P);
+    }
+    int off = 0;
+    for (int r = 0; r < P; r++) {
+        st->stat_counts[r] = b->rank_micros[r] * (int)st->nstats;
+        st->stat_displs[r] = off;
+        off += st->stat_counts[r];
+    }
+    dist_allgatherv_float(d, st->slot_stats, st->stat_counts[dist_rank(d)], st->all_stats,
+                          st->stat_counts, st->stat_displs);
+    for (int j = 0; j < b->nmicro_total; j++)
+        model_update_running(st->net, buffers, batches, st->all_stats + (size_t)j * st->nstats);
+}
+
+int stepper_gradient(Stepper *st, Dist *d, float *grads, float *buffers, int64_t *batches,
+                     StepSums *sums, const float *params, const StepBatch *b)
+{
+    const int nmicro = b->nmicro;
     if (nmicro > st->max_slots)
         DIE("%d micro-batches exceed the %d slots", nmicro, st->max_slots);
-    const float scale = 1.0f / (float)batch_total;
+    const Net *net = st->net;
+    const int NT = net->ntensors;
+    const size_t NPARAM = st->nparams, PIX = st->sample_bytes;
+    const float scale = 1.0f / (float)b->batch_total;
     int offset[nmicro > 0 ? nmicro : 1];
     for (int k = 0, off = 0; k < nmicro; k++) {
         offset[k] = off;
-        off += sizes[k];
+        off += b->sizes[k];
     }
 
 #pragma omp parallel for num_threads(st->threads) schedule(static)
@@ -182,22 +227,31 @@ int stepper_gradient(Stepper *st, Dist *d, float *grads, StepSums *sums, const f
         Workspace *ws = st->ws[tid];
         float *g = st->slot_grads + (size_t)k * NPARAM;
         /* gather the micro-batch's images (they may lie anywhere) into one array */
-        uint8_t *img = st->stage + (size_t)tid * st->micro_batch * MODEL_IMAGE_PIXELS;
-        for (int i = 0; i < sizes[k]; i++)
-            memcpy(img + (size_t)i * MODEL_IMAGE_PIXELS, images[offset[k] + i], MODEL_IMAGE_PIXELS);
-        const uint8_t *lab = labels + offset[k];
+        uint8_t *img = st->stage + (size_t)tid * st->micro_batch * PIX;
+        for (int i = 0; i < b->sizes[k]; i++)
+            memcpy(img + (size_t)i * PIX, b->images[offset[k] + i], PIX);
+        const uint8_t *lab = b->labels + offset[k];
+        const PassInfo pass = {1, b->seed, b->step, b->positions[offset[k]]};
         int correct = 0;
         memset(g, 0, sizeof(float) * NPARAM);
-        st->slot_loss[k] = model_forward(ws, params, img, lab, sizes[k], &correct);
-        model_backward(g, ws, params, lab, sizes[k], scale);
+        st->slot_loss[k] = model_forward(ws, params, buffers, img, lab, b->sizes[k], &correct,
+                                         &pass);
+        model_backward(g, ws, params, lab, b->sizes[k], scale);
         st->slot_correct[k] = correct;
+        if (st->nstats)
+            memcpy(st->slot_stats + (size_t)k * st->nstats, ws->bn_stats,
+                   sizeof(float) * st->nstats);
         int *e = st->slot_exp + (size_t)k * (NT + 1);
         for (int t = 0; t < NT; t++)
-            e[t] = xsum_exponent_f32(g + model_tensors[t].offset, model_tensors[t].count);
+            e[t] = xsum_exponent_f32(g + net->tensors[t].offset, net->tensors[t].count);
         e[NT] = xsum_exponent_f64(&st->slot_loss[k], 1);
     }
 
-    return stepper_reduce(st, d, grads, sums, nmicro, nmicro_total);
+    if (stepper_reduce(st, d, grads, sums, nmicro, b->nmicro_total) < 0)
+        return -1;
+    if (st->nstats)
+        update_running(st, d, buffers, batches, b);
+    return 0;
 }
 
 int stepper_reduce(Stepper *st, Dist *d, float *grads, StepSums *sums, int nmicro,
@@ -212,14 +266,17 @@ int stepper_reduce(Stepper *st, Dist *d, float *grads, StepSums *sums, int nmicr
 }
 
 void stepper_evaluate(Stepper *st, Dist *d, EvalResult *r, const float *params,
-                      const uint8_t *images, const uint8_t *labels, size_t count,
-                      size_t chunks_total)
+                      const float *buffers, const uint8_t *images, const uint8_t *labels,
+                      size_t count, size_t chunks_total)
 {
-    const size_t m = (size_t)st->micro_batch;
+    const size_t m = (size_t)st->micro_batch, PIX = st->sample_bytes;
+    const int K = st->net->classes;
+    const size_t NCONF = (size_t)K * K;
     const size_t chunks = (count + m - 1) / m;
     if (chunks > st->max_chunks)
         DIE("%zu evaluation chunks exceed the %zu planned", chunks, st->max_chunks);
     memset(st->confusion, 0, sizeof(int64_t) * (size_t)st->threads * NCONF);
+    const PassInfo pass = {0, 0, 0, 0};
 #pragma omp parallel for num_threads(st->threads) schedule(static)
     for (size_t c = 0; c < chunks; c++) {
         const int tid = thread_id();
@@ -227,34 +284,36 @@ void stepper_evaluate(Stepper *st, Dist *d, EvalResult *r, const float *params,
         const size_t first = c * m;
         const int n = (int)(first + m <= count ? m : count - first);
         int correct = 0;
-        st->chunk_loss[c] = model_forward(ws, params, images + first * MODEL_IMAGE_PIXELS,
-                                          labels + first, n, &correct);
+        st->chunk_loss[c] = model_forward(ws, params, buffers, images + first * PIX,
+                                          labels + first, n, &correct, &pass);
         int64_t *conf = st->confusion + (size_t)tid * NCONF;
         for (int s = 0; s < n; s++) {
-            const float *z = ws->logits + (size_t)s * MODEL_CLASSES;
+            const float *z = model_logits(ws, s);
             int best = 0;
-            for (int k = 1; k < MODEL_CLASSES; k++)
+            for (int k = 1; k < K; k++)
                 if (z[k] > z[best])
                     best = k;
-            conf[labels[first + s] * MODEL_CLASSES + best]++;
+            conf[labels[first + s] * K + best]++;
         }
     }
     int e = xsum_exponent_f64(st->chunk_loss, chunks);
     dist_max_int(d, &e, 1);
     const int shift = xsum_shift(e, (long)chunks_total);
-    int64_t acc[1 + NCONF] = {0};
+    int64_t *acc = XCALLOC(int64_t, 1 + NCONF);
     for (size_t c = 0; c < chunks && e != XSUM_NONFINITE; c++)
         xsum_add_f64(acc, &st->chunk_loss[c], 1, shift);
     for (int t = 0; t < st->threads; t++)
-        for (int i = 0; i < NCONF; i++)
+        for (size_t i = 0; i < NCONF; i++)
             acc[1 + i] += st->confusion[(size_t)t * NCONF + i];
     dist_sum_int64(d, acc, 1 + NCONF);
     r->loss_sum = e == XSUM_NONFINITE ? NAN : xsum_get_f64(acc[0], shift);
     r->correct = r->count = 0;
-    for (int i = 0; i < NCONF; i++) {
-        r->confusion[i] = acc[1 + i];
+    for (size_t i = 0; i < NCONF; i++) {
+        if (r->confusion)
+            r->confusion[i] = acc[1 + i];
         r->count += acc[1 + i];
-        if (i / MODEL_CLASSES == i % MODEL_CLASSES)
+        if (i / (size_t)K == i % (size_t)K)
             r->correct += acc[1 + i];
     }
+    free(acc);
 }

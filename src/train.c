@@ -27,6 +27,7 @@
 #include "dpcnn/fsutil.h"
 #include "dpcnn/hash.h"
 #include "dpcnn/model.h"
+#include "dpcnn/net.h"
 #include "dpcnn/rng.h"
 #include "dpcnn/runlog.h"
 #include "dpcnn/runtime.h"
@@ -36,7 +37,6 @@
 #include "dpcnn/train.h"
 #include "dpcnn/watchdog.h"
 
-#define NPARAM MODEL_NUM_PARAMS
 
 void train_config_defaults(TrainConfig *cfg)
 {
@@ -56,6 +56,8 @@ void train_config_defaults(TrainConfig *cfg)
     cfg->check_every = 100;
     cfg->log_every = 100;
     cfg->hang_timeout = TRAIN_DEFAULT_HANG_TIMEOUT;
+    cfg->model = "tutorial";
+    cfg->normalize = "none";
 }
 
 typedef struct {
@@ -69,9 +71,16 @@ typedef struct {
     size_t test_chunks, test_chunks_total;
     Exchange xch;
     uint32_t *perm;
-    float *state; /* params | Adam m | Adam v, contiguous: one hash, one broadcast */
-    float *params, *adam_m, *adam_v;
+    Net net;
+    InputTransform input;
+    /* params | Adam m | Adam v | running statistics, contiguous: one hash, one
+     * broadcast; and batch norm's batch counts */
+    float *state;
+    size_t state_floats;
+    int64_t *batches;
+    ModelState ms;
     float *grads;
+    int *rank_micros; /* per rank: its micro-batches in the current step */
     Stepper *stepper;
     RunState rs; /* the run's definition and position: what a checkpoint holds */
     RunLog log;
@@ -88,6 +97,16 @@ static int open_data(Trainer *t)
     int rc = dataset_open(&t->data, c->data_path);
     if (dist_agree(t->dist, rc, NULL) < 0)
         return -1;
+    /* The network and the input transform, from the data's shape: every rank
+     * can check them, and all refuse a bad description together. */
+    const DataShape *ds = &t->data.shape;
+    Shape in = {ds->channels, ds->height, ds->width, 0};
+    rc = net_load(&t->net, c->model, in, ds->classes);
+    if (rc == 0)
+        rc = input_transform_parse(&t->input, c->normalize, ds->channels, t->rs.normalize,
+                                   sizeof t->rs.normalize);
+    if (dist_agree(t->dist, rc, NULL) < 0)
+        return -1;
     size_t n = t->data.count[SPLIT_TRAIN], nt = t->data.count[SPLIT_TEST];
     if (c->limit && c->limit < n)
         n = c->limit;
@@ -100,7 +119,7 @@ static int open_data(Trainer *t)
     Block *b = &t->train_block;
     b->first = part_first(n, t->size, t->rank);
     b->count = part_first(n, t->size, t->rank + 1) - b->first;
-    b->images = XCALLOC(uint8_t, b->count * MODEL_IMAGE_PIXELS);
+    b->images = XCALLOC(uint8_t, b->count * t->data.sample_bytes);
     b->labels = XCALLOC(uint8_t, b->count);
     rc = dataset_read(&t->data, SPLIT_TRAIN, b->first, b->count, b->images, b->labels);
 
@@ -111,15 +130,22 @@ static int open_data(Trainer *t)
 
 static void alloc_state(Trainer *t)
 {
-    t->state = XCALLOC(float, 3 * NPARAM);
-    t->params = t->state;
-    t->adam_m = t->state + NPARAM;
-    t->adam_v = t->state + 2 * NPARAM;
-    t->grads = XCALLOC(float, NPARAM);
+    const Net *net = &t->net;
+    const size_t P = net->nparams;
+    t->state_floats = 3 * P + net->nbuffer_floats;
+    t->state = XCALLOC(float, t->state_floats);
+    t->batches = XCALLOC(int64_t, (size_t)(net->nbatchnorm > 0 ? net->nbatchnorm : 1));
+    t->ms = (ModelState){t->state, t->state + P, t->state + 2 * P, t->state + 3 * P, t->batches};
+    t->grads = XCALLOC(float, P);
     t->perm = XCALLOC(uint32_t, t->sched.n);
-    t->stepper = stepper_create(t->cfg.micro_batch, sched_max_rank_micros(&t->sched),
-                                t->threads, t->test_chunks, t->cfg.reduction);
-    exchange_init(&t->xch, &t->sched, t->rank);
+    t->rank_micros = XCALLOC(int, (size_t)t->size);
+    int most = 0; /* the most micro-batches of one step, over all ranks */
+    for (size_t st = 0; st < sched_steps(&t->sched) && st < 2; st++)
+        most = sched_micro_count(&t->sched, st) > most ? sched_micro_count(&t->sched, st) : most;
+    t->stepper = stepper_create(net, &t->input, t->cfg.micro_batch,
+                                sched_max_rank_micros(&t->sched), most, t->threads,
+                                t->test_chunks, t->cfg.reduction);
+    exchange_init(&t->xch, &t->sched, t->rank, t->data.sample_bytes);
 }
 
 static void free_trainer(Trainer *t)
@@ -127,6 +153,8 @@ static void free_trainer(Trainer *t)
     exchange_free(&t->xch);
     stepper_free(t->stepper);
     free(t->state);
+    free(t->batches);
+    free(t->rank_micros);
     free(t->grads);
     free(t->perm);
     free(t->train_block.images);
@@ -139,10 +167,13 @@ static void free_trainer(Trainer *t)
     fs_unlock_dir(t->lock_fd);
 }
 
-/* The run's definition, from the command line and the data. */
+/* The run's definition, from the command line, the data and the network
+ * (the normalisation's canonical form is already in rs, from open_data). */
 static void define_run(Trainer *t)
 {
     RunState *rs = &t->rs;
+    char normalize[sizeof rs->normalize];
+    snprintf(normalize, sizeof normalize, "%s", rs->normalize);
     memset(rs, 0, sizeof *rs);
     rs->seed = t->cfg.seed;
     rs->batch_size = t->cfg.batch_size;
@@ -157,11 +188,14 @@ static void define_run(Trainer *t)
     rs->train_samples = t->sched.n;
     rs->test_samples = t->n_test;
     snprintf(rs->data_fingerprint, sizeof rs->data_fingerprint, "%s", t->data.fingerprint);
+    snprintf(rs->normalize, sizeof rs->normalize, "%s", normalize);
+    snprintf(rs->model, sizeof rs->model, "%s", t->net.text);
 }
 
 /* A checkpoint continues this run only if it was this run: same data, same
- * seed, same cut into micro-batches... Batch size and learning rate may
- * change with --override-hparams (the run is then, knowingly, another one). */
+ * network, same seed, same cut into micro-batches... Batch size and learning
+ * rate may change with --override-hparams (the run is then, knowingly,
+ * another one). */
 static int check_same_run(const RunState *ck, const RunState *now, const char *path,
                           int override)
 {
@@ -172,63 +206,58 @@ static int check_same_run(const RunState *ck, const RunState *now, const char *p
                        "--test-limit",
                        path, ck->data_fingerprint, ck->train_samples, ck->test_samples,
                        now->data_fingerprint, now->train_samples, now->test_samples);
-#define SAME(field, flag, fmt)                                                               \
-    if (ck->field != now->field)                                                             \
-        return err_set("%s was made with " flag " " fmt ", this run asks for " fmt           \
-                       ": a resumed run must be the same run",                               \
-                       path, ck->field, now->field)
-    SAME(seed, "--seed", "%" PRIu64);
-    SAME(micro_batch, "--micro-batch", "%d");
-    SAME(shuffle, "shuffle", "%d");
-    SAME(reduction, "--reduction", "%d");
-    SAME(warmup, "--warmup", "%d");
-    SAME(beta1, "beta1", "%g");
-    SAME(beta2, "beta2", "%g");
-    SAME(eps, "eps", "%g");
-#undef SAME
-    if (!override && ck->batch_size != now->batch_size)
-        return err_set("%s was made with --batch-size %d, this run asks for %d; add "
-                       "--override-hparams to continue it with the new value anyway",
-                       path, ck->batch_size, now->batch_size);
-    if (!override && ck->lr != now->lr)
-        return err_set("%s was made with --lr %g, this run asks for %g; add "
-                       "--override-hparams to continue it with the new value anyway",
-                       path, ck->lr, now->lr);
-    return 0;
+    const char *why = checkpoint_differs(ck, now, override);
+    if (!why)
+        return 0;
+    if (strncmp(why, "--batch-size", 12) == 0 || strncmp(why, "--lr", 4) == 0)
+        return err_set("%s was made with %s; add --override-hparams to continue it with the new "
+                       "value anyway",
+                       path, why);
+    return err_set("%s was made with %s: a resumed run must be the same run", path, why);
 }
 
 /* Rank 0 reads the checkpoint, every rank receives it. */
+/* Rank 0's weights, moments, running statistics and batch counts to every rank. */
+static void broadcast_state(Trainer *t)
+{
+    dist_bcast(t->dist, t->state, sizeof(float) * t->state_floats, 0);
+    dist_bcast(t->dist, t->batches, sizeof(int64_t) * (size_t)t->net.nbatchnorm, 0);
+}
+
 static int resume(Trainer *t)
 {
     char path[4200], dir[4200];
     checkpoint_resolve(t->cfg.resume_path, path, dir, sizeof path);
-    RunState ck;
+    RunState *ck = XCALLOC(RunState, 1);
     int rc = 0;
     if (t->rank == 0) {
-        rc = checkpoint_load(path, t->params, t->adam_m, t->adam_v, &ck);
+        rc = checkpoint_load(path, &t->net, &t->ms, ck);
         if (rc == 0)
-            rc = check_same_run(&ck, &t->rs, path, t->cfg.override_hparams);
-        if (rc == 0 && ck.step_in_epoch > 0 && ck.batch_size != t->rs.batch_size)
+            rc = check_same_run(ck, &t->rs, path, t->cfg.override_hparams);
+        if (rc == 0 && ck->step_in_epoch > 0 && ck->batch_size != t->rs.batch_size)
             rc = err_set("%s stopped inside an epoch; the batch size can change only at an "
                          "epoch boundary (resume from an epoch-NNNN.h5)",
                          path);
     }
-    if (dist_agree(t->dist, rc, "--resume") < 0)
+    if (dist_agree(t->dist, rc, "--resume") < 0) {
+        free(ck);
         return -1;
-    dist_bcast(t->dist, t->state, sizeof(float) * 3 * NPARAM, 0);
-    dist_bcast(t->dist, &ck, sizeof ck, 0);
+    }
+    broadcast_state(t);
+    dist_bcast(t->dist, ck, sizeof *ck, 0);
     /* the position and the sums come from the checkpoint, the definition from
      * this run (the same, or changed on purpose) */
-    t->rs.epochs_done = ck.epochs_done;
-    t->rs.step_in_epoch = ck.step_in_epoch;
-    t->rs.step = ck.step;
-    t->rs.epoch_loss_sum = ck.epoch_loss_sum;
-    t->rs.epoch_correct = ck.epoch_correct;
+    t->rs.epochs_done = ck->epochs_done;
+    t->rs.step_in_epoch = ck->step_in_epoch;
+    t->rs.step = ck->step;
+    t->rs.epoch_loss_sum = ck->epoch_loss_sum;
+    t->rs.epoch_correct = ck->epoch_correct;
     if (!t->cfg.quiet)
         msg_info("resuming %s: %d epoch%s done, %" PRId64 " steps into epoch %d (step %" PRId64
                  ")",
-                 path, ck.epochs_done, ck.epochs_done == 1 ? "" : "s", ck.step_in_epoch,
-                 ck.epochs_done + 1, ck.step);
+                 path, ck->epochs_done, ck->epochs_done == 1 ? "" : "s", ck->step_in_epoch,
+                 ck->epochs_done + 1, ck->step);
+    free(ck);
     return 0;
 }
 
@@ -236,8 +265,9 @@ static int resume(Trainer *t)
 
 static uint64_t state_hash(const Trainer *t)
 {
-    /* params, m and v, then the step count */
-    uint64_t h = fnv1a64(FNV1A64_INIT, t->state, sizeof(float) * 3 * NPARAM);
+    /* params, m, v and the running statistics, the batch counts, the step count */
+    uint64_t h = fnv1a64(FNV1A64_INIT, t->state, sizeof(float) * t->state_floats);
+    h = fnv1a64(h, t->batches, sizeof(int64_t) * (size_t)t->net.nbatchnorm);
     return fnv1a64(h, &t->rs.step, sizeof t->rs.step);
 }
 
@@ -287,7 +317,7 @@ static int save_checkpoint(Trainer *t, const char *name)
             }
             raise(SIGKILL);
         }
-        rc = checkpoint_save(path, t->params, t->adam_m, t->adam_v, &t->rs);
+        rc = checkpoint_save(path, &t->net, &t->ms, &t->rs);
         if (rc == 0)
             rc = checkpoint_set_latest(t->cfg.checkpoint_dir, name);
         if (rc == 0)
@@ -333,8 +363,7 @@ static int prepare_outputs(Trainer *t, int resumed)
 /* ------------------------------------------------------------ the steps */
 
 /* One step of the epoch: this rank's micro-batches, the exact gradient, Adam. */
-static int train_step(Trainer *t, size_t st, const uint8_t *const *images,
-                      const uint8_t *labels, StepSums *sums)
+static int train_step(Trainer *t, size_t st, size_t pos, StepSums *sums)
 {
     const Schedule *s = &t->sched;
     int f, l;
@@ -342,13 +371,31 @@ static int train_step(Trainer *t, size_t st, const uint8_t *const *images,
     int sizes[l - f > 0 ? l - f : 1];
     for (int j = f; j < l; j++)
         sizes[j - f] = sched_micro_size(s, st, j);
+    for (int r = 0; r < t->size; r++) {
+        int rf, rl;
+        sched_rank_micros(s, st, r, &rf, &rl);
+        t->rank_micros[r] = rl - rf;
+    }
+    float *params = t->ms.params;
     if (fault_due("nan", t->rs.step + 1, t->rank))
-        t->params[0] = NAN;
+        params[0] = NAN;
     if (fault_due("hang", t->rs.step + 1, t->rank))
         for (;;) /* as a rank stuck on a dead file system would */
             pause();
-    if (stepper_gradient(t->stepper, t->dist, t->grads, sums, t->params, images, labels, sizes,
-                         l - f, sched_micro_count(s, st), sched_step_size(s, st)) < 0) {
+    const StepBatch batch = {
+        .images = t->xch.sample + pos,
+        .labels = t->xch.label + pos,
+        .positions = t->xch.positions + pos,
+        .sizes = sizes,
+        .nmicro = l - f,
+        .nmicro_total = sched_micro_count(s, st),
+        .rank_micros = t->rank_micros,
+        .batch_total = sched_step_size(s, st),
+        .seed = t->cfg.seed,
+        .step = t->rs.step + 1,
+    };
+    if (stepper_gradient(t->stepper, t->dist, t->grads, t->ms.buffers, t->batches, sums, params,
+                         &batch) < 0) {
         char where[64] = "some rank";
         if (sums->bad_rank != STEP_SOME_RANK)
             snprintf(where, sizeof where, "rank %d", sums->bad_rank);
@@ -365,9 +412,9 @@ static int train_step(Trainer *t, size_t st, const uint8_t *const *images,
     if (t->rs.step < t->cfg.warmup)
         lr = t->cfg.lr * (double)t->rs.step / (double)t->cfg.warmup;
     AdamConfig ac = {lr, t->cfg.beta1, t->cfg.beta2, t->cfg.eps};
-    adam_step(t->params, t->adam_m, t->adam_v, t->grads, NPARAM, &ac, t->rs.step);
+    adam_step(params, t->ms.adam_m, t->ms.adam_v, t->grads, t->net.nparams, &ac, t->rs.step);
     if (fault_due("drift", t->rs.step, t->rank))
-        t->params[0] += 1e-3f;
+        params[0] += 1e-3f;
     if (fault_due("kill", t->rs.step, t->rank))
         raise(SIGKILL);
     return 0;
@@ -399,7 +446,7 @@ static int run_epoch(Trainer *t)
     for (int64_t st = first; st < steps; st++) {
         watchdog_beat("step", rs->step + 1);
         StepSums sums = {0, 0, stop_requested() != 0, -1, 0};
-        if (train_step(t, (size_t)st, t->xch.sample + pos, t->xch.label + pos, &sums) < 0) {
+        if (train_step(t, (size_t)st, pos, &sums) < 0) {
             msg_job_error("%s; the last complete checkpoint is %s/latest.h5", err_get(),
                           cfg->checkpoint_dir);
             return EPOCH_FAILED;
@@ -447,8 +494,8 @@ static int finish_epoch(Trainer *t, double train_seconds, int stopping)
     RunState *rs = &t->rs;
     const double t1 = dist_wtime();
     watchdog_beat("evaluating after step", rs->step);
-    EvalResult ev;
-    stepper_evaluate(t->stepper, t->dist, &ev, t->params, t->test_block.images,
+    EvalResult ev = {0, 0, 0, NULL};
+    stepper_evaluate(t->stepper, t->dist, &ev, t->ms.params, t->ms.buffers, t->test_block.images,
                      t->test_block.labels, t->test_block.count, t->test_chunks_total);
     EpochRecord r = {rs->epochs_done + 1, rs->epoch_loss_sum, rs->epoch_correct,
                      (int64_t)t->sched.n, ev.loss_sum, ev.correct, ev.count, train_seconds,
@@ -468,6 +515,36 @@ static int finish_epoch(Trainer *t, double train_seconds, int stopping)
     if (due || rs->epochs_done == t->cfg.epochs || stopping)
         return save_epoch_checkpoint(t);
     return check_replicas(t, "at the end of an epoch");
+}
+
+/* ------------------------------------------------------- --print-model */
+
+int train_print_model(const TrainConfig *cfg)
+{
+    Shape in = {cfg->input_c, cfg->input_h, cfg->input_w, 0};
+    int classes = 0;
+    if (!cfg->input_c) {
+        Dataset ds;
+        if (dataset_open(&ds, cfg->data_path) < 0) {
+            msg_error("%s", err_get());
+            return DPCNN_EXIT_FAILURE;
+        }
+        in = (Shape){ds.shape.channels, ds.shape.height, ds.shape.width, 0};
+        classes = ds.shape.classes;
+        dataset_close(&ds);
+    }
+    Net *net = XCALLOC(Net, 1);
+    int rc = net_load(net, cfg->model, in, classes);
+    if (rc == 0) {
+        printf("network %s, input %dx%dx%d, %d classes:\n", cfg->model, in.c, in.h, in.w,
+               net->classes);
+        net_print(stdout, net);
+        printf("\n%s", net->text);
+    } else {
+        msg_error("%s", err_get());
+    }
+    free(net);
+    return rc == 0 ? DPCNN_EXIT_OK : DPCNN_EXIT_FAILURE;
 }
 
 /* -------------------------------------------------------------- the run */
@@ -505,6 +582,10 @@ int train_run(const TrainConfig *cfg, Dist *d)
                  cfg->shuffle ? "shuffled" : "not shuffled",
                  cfg->reduction == REDUCE_EXACT ? "exact" : "float");
         runtime_report_blas(d, t->threads);
+        if (t->rank == 0) {
+            msg_info("network %s:", cfg->model);
+            net_print(stdout, &t->net);
+        }
     }
 
     const int resumed = cfg->resume_path != NULL;
@@ -521,14 +602,14 @@ int train_run(const TrainConfig *cfg, Dist *d)
         /* Identical start everywhere: rank 0 decides, everyone receives. */
         int rc = 0;
         if (t->rank == 0) {
+            net_init(&t->net, t->ms.params, t->ms.buffers, t->batches, cfg->seed);
             if (cfg->init_path)
-                rc = weights_load(cfg->init_path, t->params);
-            else
-                model_init(t->params, cfg->seed);
+                rc = weights_load(cfg->init_path, &t->net, t->ms.params, t->ms.buffers,
+                                  t->batches);
         }
         if (dist_agree(d, rc, "--init") < 0)
             goto out;
-        dist_bcast(d, t->params, sizeof(float) * NPARAM, 0);
+        broadcast_state(t);
     }
     if (prepare_outputs(t, resumed) < 0)
         goto out;

@@ -18,7 +18,8 @@
 #include <string.h>
 
 #include "dpcnn/checkpoint.h"
-#include "dpcnn/model.h"
+#include "dpcnn/error.h"
+#include "dpcnn/net.h"
 
 int main(int argc, char **argv)
 {
@@ -26,11 +27,33 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: ckpt_edit FILE reshape TENSOR | drop-optimizer | flip\n");
         return 2;
     }
-    if (strcmp(argv[2], "same-weights") == 0 && argc == 4) {
-        static float a[MODEL_NUM_PARAMS], b[MODEL_NUM_PARAMS];
-        if (weights_load(argv[1], a) < 0 || weights_load(argv[3], b) < 0)
+    if (strcmp(argv[2], "same-weights") == 0 && (argc == 4 || argc == 5)) {
+        /* the network from A (a C,H,W input of 1,28,28 unless given), both
+         * files read through the digest-checking loader */
+        static Net net;
+        static char model[NET_TEXT_MAX], normalize[256];
+        Shape in = {1, 28, 28, 0};
+        if (argc == 5 && sscanf(argv[4], "%d,%d,%d", &in.c, &in.h, &in.w) != 3)
             return 2;
-        return memcmp(a, b, sizeof a) != 0;
+        if (checkpoint_model(argv[1], model, normalize) < 0 ||
+            net_parse(&net, model[0] ? model : net_builtin("tutorial"), argv[1]) < 0 ||
+            net_build(&net, in, 0, argv[1]) < 0) {
+            fprintf(stderr, "ckpt_edit: %s\n", err_get());
+            return 2;
+        }
+        float *a = calloc(net.nparams + net.nbuffer_floats, sizeof(float));
+        float *b = calloc(net.nparams + net.nbuffer_floats, sizeof(float));
+        int64_t ba[NET_MAX_LAYERS], bb[NET_MAX_LAYERS];
+        if (weights_load(argv[1], &net, a, a + net.nparams, ba) < 0 ||
+            weights_load(argv[3], &net, b, b + net.nparams, bb) < 0) {
+            fprintf(stderr, "ckpt_edit: %s\n", err_get());
+            return 2;
+        }
+        int differ = memcmp(a, b, sizeof(float) * (net.nparams + net.nbuffer_floats)) != 0 ||
+                     memcmp(ba, bb, sizeof(int64_t) * (size_t)net.nbatchnorm) != 0;
+        free(a);
+        free(b);
+        return differ;
     }
     hid_t f = H5Fopen(argv[1], H5F_ACC_RDWR, H5P_DEFAULT);
     if (f < 0)

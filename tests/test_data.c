@@ -37,6 +37,11 @@ static int remove_dir(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* The shape of the test files: Fashion-MNIST's. */
+static char fashion[10][DATASET_NAME_MAX] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+static const DataShape SHAPE = {1, 28, 28, 3, 10, fashion};
+
 static const char *path_of(const char *name)
 {
     static char p[4][512];
@@ -91,8 +96,10 @@ static void test_idx_valid(void **state)
         write_idx("lab", gz, 8, 1, dims, lab, 5);
         uint8_t *got, *gl;
         size_t n, nl;
-        assert_int_equal(idx_read_images(path_of("img"), &got, &n), 0);
+        int shape[3];
+        assert_int_equal(idx_read_images(path_of("img"), &got, &n, shape), 0);
         assert_int_equal(n, 5);
+        assert_true(shape[0] == 1 && shape[1] == 28 && shape[2] == 28);
         assert_memory_equal(got, px, 5 * 784);
         assert_int_equal(idx_read_labels(path_of("lab"), &gl, &nl, 10), 0);
         assert_int_equal(nl, 5);
@@ -101,6 +108,17 @@ static void test_idx_valid(void **state)
         free(gl);
         free(px);
     }
+    /* any image size, and four dimensions: [N,C,H,W] */
+    uint32_t d4[4] = {2, 3, 5, 7};
+    uint8_t *px = pattern(2 * 3 * 5 * 7), *got;
+    write_idx("img4", 1, 8, 4, d4, px, 2 * 3 * 5 * 7);
+    size_t n;
+    int shape[3];
+    assert_int_equal(idx_read_images(path_of("img4"), &got, &n, shape), 0);
+    assert_true(n == 2 && shape[0] == 3 && shape[1] == 5 && shape[2] == 7);
+    assert_memory_equal(got, px, 2 * 3 * 5 * 7);
+    free(got);
+    free(px);
 }
 
 static void test_idx_bad(void **state)
@@ -108,13 +126,14 @@ static void test_idx_bad(void **state)
     (void)state;
     uint8_t *px = pattern(3 * 784), *out;
     size_t n;
+    int shape[3];
     uint32_t dims[3] = {3, 28, 28};
 
     write_idx("trunc", 1, 8, 3, dims, px, 3 * 784 - 100);
-    expect_error(idx_read_images(path_of("trunc"), &out, &n), "truncated");
+    expect_error(idx_read_images(path_of("trunc"), &out, &n, shape), "truncated");
 
     write_idx("trunc_plain", 0, 8, 3, dims, px, 2 * 784);
-    expect_error(idx_read_images(path_of("trunc_plain"), &out, &n), "truncated");
+    expect_error(idx_read_images(path_of("trunc_plain"), &out, &n, shape), "truncated");
 
     write_idx("long", 0, 8, 3, dims, px, 3 * 784);
     {
@@ -122,22 +141,22 @@ static void test_idx_bad(void **state)
         fputc(7, f);
         fclose(f);
     }
-    expect_error(idx_read_images(path_of("long"), &out, &n), "continues past");
+    expect_error(idx_read_images(path_of("long"), &out, &n, shape), "continues past");
 
     write_idx("type", 0, 0x0d, 3, dims, px, 3 * 784); /* float elements */
-    expect_error(idx_read_images(path_of("type"), &out, &n), "element type 0x0d");
+    expect_error(idx_read_images(path_of("type"), &out, &n, shape), "element type 0x0d");
 
     FILE *f = fopen(path_of("magic"), "wb");
     fputs("PK\x03\x04 this is a zip file", f);
     fclose(f);
-    expect_error(idx_read_images(path_of("magic"), &out, &n), "not an IDX file");
+    expect_error(idx_read_images(path_of("magic"), &out, &n, shape), "not an IDX file");
 
     write_idx("ndim", 0, 8, 1, dims, px, 3);
-    expect_error(idx_read_images(path_of("ndim"), &out, &n), "1 dimensions, expected 3");
+    expect_error(idx_read_images(path_of("ndim"), &out, &n, shape), "1 dimensions, expected 3 or 4");
 
-    uint32_t small[3] = {3, 27, 28};
-    write_idx("side", 0, 8, 3, small, px, 3 * 27 * 28);
-    expect_error(idx_read_images(path_of("side"), &out, &n), "27x28, expected 28x28");
+    uint32_t empty[3] = {3, 0, 28};
+    write_idx("side", 0, 8, 3, empty, px, 0);
+    expect_error(idx_read_images(path_of("side"), &out, &n, shape), "are empty or larger");
 
     uint8_t bad[4] = {1, 2, 10, 3};
     uint32_t nl[1] = {4};
@@ -155,7 +174,7 @@ static void test_idx_bad(void **state)
         fclose(g);
         assert_int_equal(truncate(path_of("gzcut"), len / 2), 0);
     }
-    expect_error(idx_read_images(path_of("gzcut"), &out, &n), "truncated");
+    expect_error(idx_read_images(path_of("gzcut"), &out, &n, shape), "truncated");
     free(px);
 }
 
@@ -167,7 +186,7 @@ static void write_small(const char *name, uint8_t bad_label)
         lab[i] = (uint8_t)(i % 10);
     lab[33] = bad_label ? bad_label : lab[33];
     SplitData train = {img, lab, 30}, test = {img + 30 * 784, lab + 30, 12};
-    assert_int_equal(dataset_write(path_of(name), &train, &test, "test"), 0);
+    assert_int_equal(dataset_write(path_of(name), &SHAPE, &train, &test, "test"), 0);
     free(img);
 }
 
@@ -204,8 +223,8 @@ static void write_raw(const char *name, hsize_t side, hsize_t nlabels, int float
     uint8_t zeros[4 * 28 * 28] = {0};
     for (int g = 0; g < 2 - skip_test; g++) {
         hid_t grp = H5Gcreate2(f, groups[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        hsize_t dims[3] = {4, side, 28};
-        hid_t s = H5Screate_simple(3, dims, NULL);
+        hsize_t dims[3] = {4, side ? side : 28, 28};
+        hid_t s = H5Screate_simple(side ? 3 : 2, dims, NULL); /* side 0: [4,28] */
         hid_t d = H5Dcreate2(grp, "images", float_images ? H5T_IEEE_F32LE : H5T_STD_U8LE, s,
                              H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         H5Dclose(d);
@@ -233,8 +252,8 @@ static void test_h5_bad(void **state)
     fclose(f);
     expect_error(dataset_open(&ds, path_of("text.h5")), "not an HDF5 file");
 
-    write_raw("shape.h5", 27, 4, 0, 0);
-    expect_error(dataset_open(&ds, path_of("shape.h5")), "expected [N,28,28]");
+    write_raw("shape.h5", 0, 4, 0, 0);
+    expect_error(dataset_open(&ds, path_of("shape.h5")), "2 dimensions, expected [N,H,W] or [N,C,H,W]");
 
     write_raw("type.h5", 28, 4, 1, 0);
     expect_error(dataset_open(&ds, path_of("type.h5")), "is not uint8");
@@ -261,7 +280,7 @@ static void test_h5_corrupt_chunk(void **state)
     uint8_t *img = pattern(NT * 784), lab[NT];
     memset(lab, 1, sizeof lab);
     SplitData train = {img, lab, NT}, test = {img, lab, 10};
-    assert_int_equal(dataset_write(path_of("c.h5"), &train, &test, "test"), 0);
+    assert_int_equal(dataset_write(path_of("c.h5"), &SHAPE, &train, &test, "test"), 0);
     hid_t f = H5Fopen(path_of("c.h5"), H5F_ACC_RDONLY, H5P_DEFAULT);
     hid_t d = H5Dopen2(f, "/train/images", H5P_DEFAULT);
     hsize_t off[3] = {DATASET_CHUNK, 0, 0}; /* the second chunk */
@@ -299,7 +318,7 @@ static uint8_t *write_blocks(const char *name, uint8_t *lab)
     for (int i = 0; i < NT; i++)
         lab[i] = (uint8_t)((i * 7) % 10);
     SplitData train = {img, lab, NT}, test = {img, lab, 10};
-    assert_int_equal(dataset_write(path_of(name), &train, &test, "test"), 0);
+    assert_int_equal(dataset_write(path_of(name), &SHAPE, &train, &test, "test"), 0);
     return img;
 }
 
@@ -352,11 +371,11 @@ static void test_h5_digests(void **state)
     /* the same change made properly (a new file) changes the fingerprint */
     lab[1234] = (uint8_t)((lab[1234] + 1) % 10);
     SplitData train = {img, lab, NT}, test = {img, lab, 10};
-    assert_int_equal(dataset_write(path_of("d2.h5"), &train, &test, "test"), 0);
+    assert_int_equal(dataset_write(path_of("d2.h5"), &SHAPE, &train, &test, "test"), 0);
     assert_int_equal(dataset_open(&ds, path_of("d2.h5")), 0);
     assert_string_not_equal(ds.fingerprint, fp);
     char fp2[32];
-    dataset_fingerprint(fp2, &train, &test);
+    dataset_fingerprint(fp2, &SHAPE, &train, &test);
     assert_string_equal(ds.fingerprint, fp2);
     dataset_close(&ds);
 

@@ -1,31 +1,40 @@
 /* Checkpoints: everything needed to continue a run to the very same bits, in
  * one HDF5 file laid out for PyTorch users too.
  *
- *   /conv1.weight ... /out.bias      float32, exactly the state_dict() keys and
- *                                    shapes: h5py + load_state_dict(strict=True)
- *   /optimizer/exp_avg/<key>         Adam's first moments, same names and shapes
+ *   /<state_dict key>                every tensor of the network under its
+ *                                    state_dict() key and shape (conv1.weight,
+ *                                    3.running_mean, 3.num_batches_tracked ...):
+ *                                    h5py + load_state_dict(strict=True)
+ *   /optimizer/exp_avg/<key>         Adam's first moments, for the parameters
  *   /optimizer/exp_avg_sq/<key>      Adam's second moments
  *   /optimizer attributes            step, lr, beta1, beta2, eps (torch.optim.Adam)
- *   root attributes                  format, format_version, dpcnn_version, the
- *                                    position (epochs_done, step_in_epoch, step),
- *                                    the run's definition (seed, batch_size, ...),
- *                                    the data fingerprint, the partial epoch's
- *                                    sums, and digest: a 64-bit FNV-1a hash of
- *                                    all of the above, checked on every load.
+ *   root attributes                  format, format_version, dpcnn_version, and
+ *                                    every field of the run's definition and
+ *                                    position (run_fields in checkpoint.c: seed,
+ *                                    batch_size, ..., model, the description as
+ *                                    print(model) shows it), and digest: a 64-bit
+ *                                    FNV-1a hash of all of the above, checked
+ *                                    wherever a checkpoint is read.
  *
- * Files are written under a temporary name, flushed, and renamed into place;
- * latest.h5 is a symbolic link replaced the same way, so it always names a
- * complete checkpoint. README.md shows how to load model and optimizer in PyTorch. */
+ * Files are built in memory and written whole (temporary name, fsync,
+ * rename); latest.h5 is a symbolic link replaced the same way, so it always
+ * names a complete checkpoint. README.md shows how to load model and
+ * optimizer in PyTorch. Format 1 (the tutorial network only, before networks
+ * were data) still loads. */
 #ifndef DPCNN_CHECKPOINT_H
 #define DPCNN_CHECKPOINT_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define CHECKPOINT_FORMAT "dpcnn-checkpoint"
-#define CHECKPOINT_FORMAT_VERSION 1
+#include "dpcnn/net.h"
 
-/* The run's definition (what must match to continue it) and its position. */
+#define CHECKPOINT_FORMAT "dpcnn-checkpoint"
+#define CHECKPOINT_FORMAT_VERSION 2
+
+/* The run's definition (what must match to continue it) and its position.
+ * Every field is listed once, in run_fields (checkpoint.c), which drives the
+ * attributes, the digest's text and the comparison on resume. */
 typedef struct {
     /* definition */
     uint64_t seed;
@@ -33,6 +42,8 @@ typedef struct {
     double lr, beta1, beta2, eps;
     size_t train_samples, test_samples; /* after --limit / --test-limit */
     char data_fingerprint[32];
+    char normalize[256];                /* "none" or "mean,std,..." as given */
+    char model[NET_TEXT_MAX];           /* the canonical description */
     /* position (the total of epochs asked for is not stored: a checkpoint
      * depends only on where the run is, so runs that stop at different ends
      * agree on every file they share) */
@@ -43,12 +54,31 @@ typedef struct {
     int64_t epoch_correct;
 } RunState;
 
-/* Whole or absent: temporary name, fsync, rename. */
-int checkpoint_save(const char *path, const float *params, const float *adam_m,
-                    const float *adam_v, const RunState *rs);
-/* Reads and verifies (format, shapes, digest); -1 with the reason otherwise. */
-int checkpoint_load(const char *path, float *params, float *adam_m, float *adam_v,
-                    RunState *rs);
+/* What is trained: parameters and Adam's moments (net->nparams floats each),
+ * batch norm's running statistics (net->nbuffer_floats) and batch counts
+ * (net->nbatchnorm). */
+typedef struct {
+    float *params, *adam_m, *adam_v;
+    float *buffers;
+    int64_t *batches;
+} ModelState;
+
+/* Whole or absent. */
+int checkpoint_save(const char *path, const Net *net, const ModelState *ms, const RunState *rs);
+/* Reads and verifies (format, the network, shapes, digest, finite values);
+ * -1 with the reason otherwise. net must be the checkpoint's network. */
+int checkpoint_load(const char *path, const Net *net, ModelState *ms, RunState *rs);
+/* The network a weights or checkpoint file was made with, and its input
+ * normalisation: the description (the tutorial's for a checkpoint of format
+ * 1) and "none" or MEAN,STD...; both "" for a foreign file (tensors only, e.g.
+ * a PyTorch state_dict written with h5py). model and normalize hold
+ * NET_TEXT_MAX and 256 bytes. */
+int checkpoint_model(const char *path, char *model, char *normalize);
+/* A run's definition field that differs between a and b (the model, the
+ * seed ...), as "--seed 0 vs 7"; NULL if they agree. Batch size and learning
+ * rate are left out when override is set. */
+const char *checkpoint_differs(const RunState *a, const RunState *b, int override);
+
 /* What --resume ARG names: a directory means its latest.h5. file gets the
  * checkpoint to read, dir the directory the run goes on writing in. */
 void checkpoint_resolve(const char *arg, char *file, char *dir, size_t n);
@@ -63,8 +93,11 @@ int checkpoint_prune(const char *dir, int keep);
  * One run writes a directory at a time, so at start-up none is live. */
 int checkpoint_clean_temps(const char *dir);
 
-/* The model tensors alone (any dpcnn weights or checkpoint file, or one
- * written from PyTorch): strict, every key with its exact shape. */
-int weights_load(const char *path, float *params);
+/* The network's tensors alone (a dpcnn checkpoint, verified whole, or a
+ * foreign weights file): strict, every key with its exact shape, all finite.
+ * A checkpoint of another network is refused. Without running statistics in
+ * a foreign file (a network without batch norm), buffers keep their values. */
+int weights_load(const char *path, const Net *net, float *params, float *buffers,
+                 int64_t *batches);
 
 #endif

@@ -47,6 +47,9 @@ void dist_allgather_u64(Dist *d, uint64_t v, uint64_t *out);
  * rank r's records land at recv[rdispl[r] ..). Counts are in records. */
 void dist_alltoallv(Dist *d, const void *send, const int *scount, const int *sdispl,
                     void *recv, const int *rcount, const int *rdispl, size_t rec_bytes);
+/* recv[displs[r] ...] = rank r's counts[r] floats, for every rank r. */
+void dist_allgatherv_float(Dist *d, const float *send, int count, float *recv, const int *counts,
+                           const int *displs);
 void dist_barrier(Dist *d);
 
 #endif

@@ -1,81 +1,95 @@
-/* The network: PyTorch's tutorial CNN for 28x28 grey images, 10 classes.
+/* The forward and backward passes of a network (net.h) over a micro-batch.
  *
- *   x [n,1,28,28] -> conv1 5x5 -> [n,6,24,24] -> ReLU -> max-pool 2 -> [n,6,12,12]
- *     -> conv2 5x5 -> [n,12,8,8] -> ReLU -> max-pool 2 -> [n,12,4,4] = [n,192]
- *     -> fc1 -> [n,120] -> ReLU -> fc2 -> [n,60] -> ReLU -> out -> logits [n,10]
+ * The layers run as a short list of steps planned once from the description:
+ * a Conv2d followed by ReLU and MaxPool2d is one step whose backward pass sums
+ * over the pooling winners only (conv_pool_backward); a ReLU followed by a
+ * MaxPool2d is one fused step; every other layer is a step of its own. Runs of
+ * convolution-side steps go sample by sample, while one sample's activations
+ * are still in cache; batch norm and the fully connected layers take the whole
+ * micro-batch. Each sample's arithmetic is the same either way, so the bits do
+ * not depend on the grouping.
  *
- * All parameters live in one flat float buffer, tensor after tensor in the
- * order of PyTorch's state_dict(); gradients and Adam's two moments use the
- * same layout, so an optimizer step is one loop, a gradient reduction one call
- * and a checkpoint one dataset per tensor. */
+ * All parameters live in one flat float buffer in state_dict order (net.h),
+ * gradients and Adam's moments in the same layout; batch norm's running
+ * statistics in a second flat buffer. */
 #ifndef DPCNN_MODEL_H
 #define DPCNN_MODEL_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#define MODEL_IMAGE_SIDE 28
-#define MODEL_IMAGE_PIXELS (MODEL_IMAGE_SIDE * MODEL_IMAGE_SIDE)
-#define MODEL_CLASSES 10
+#include "dpcnn/net.h"
 
-enum {
-    T_CONV1_W, T_CONV1_B, T_CONV2_W, T_CONV2_B, T_FC1_W, T_FC1_B,
-    T_FC2_W, T_FC2_B, T_OUT_W, T_OUT_B, MODEL_NUM_TENSORS
-};
+#define MODEL_MAX_CHANNELS 16 /* input channels that --normalize can describe */
 
+/* How the input pixels become floats: p / 255 (ToTensor), then (x - mean) / std
+ * per channel when normalize is set (torchvision's Normalize). */
 typedef struct {
-    const char *name; /* the state_dict key, e.g. "conv1.weight" */
-    int ndim;
-    int shape[4];
-    size_t offset; /* into the flat buffer, in floats */
-    size_t count;
-    int fan_in;    /* PyTorch's default init draws from U(-1/sqrt(fan_in), +) */
-} TensorInfo;
+    int normalize;
+    float mean[MODEL_MAX_CHANNELS], std[MODEL_MAX_CHANNELS];
+} InputTransform;
 
-extern const TensorInfo model_tensors[MODEL_NUM_TENSORS];
-/* 32,998 */
-#define MODEL_NUM_PARAMS ((size_t)32998)
+/* --normalize TEXT for an input of `channels` channels: "none", or one
+ * MEAN,STD pair per channel. canonical (size n) gets the form a checkpoint
+ * records ("none" or the values as %.9g), so equal values compare equal. */
+int input_transform_parse(InputTransform *t, const char *text, int channels, char *canonical,
+                          size_t n);
 
-/* PyTorch's default initialisation for Conv2d and Linear (kaiming_uniform
- * with a = sqrt(5) for weights, which is U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
- * and the same bound for biases), drawn from dpcnn's keyed generator: tensor
- * i uses the stream (seed, RNG_STREAM_INIT, i), element by element. */
-void model_init(float *params, uint64_t seed);
-
-/* Activations and their gradients for up to max_n samples: everything one
- * forward/backward pass touches, allocated once, so the training step itself
- * never allocates. One per worker thread. */
+/* What a forward pass needs besides the weights. */
 typedef struct {
+    int train;               /* batch statistics for batch norm, dropout on */
+    uint64_t seed;           /* dropout's keys (doc/models.md): the run's seed, */
+    int64_t step;            /* the global step being trained (from 1), */
+    uint64_t first_position; /* and the epoch position of the pass's first sample */
+} PassInfo;
+
+typedef struct Step Step;
+
+/* Everything one forward/backward pass touches for up to max_n samples,
+ * allocated once, so a training step never allocates. One per worker thread. */
+typedef struct {
+    const Net *net;
+    InputTransform input;
     int max_n;
-    float *x;                 /* [n,1,28,28] pixels / 255 */
-    float *c1, *p1;           /* conv1 (before ReLU), pool (after ReLU) */
-    float *c2, *p2;
-    float *col1, *col2;       /* one sample's im2col, scratch */
-    float *f1, *g1, *f2, *g2;   /* fc pre- and post-ReLU */
-    float *logits, *probs;
-    int32_t *arg1, *arg2;       /* pool winners: offsets in the input plane */
-    /* gradients of the activations, same shapes */
-    float *dp1, *dp2, *df1, *dg1, *df2, *dg2, *dlogits;
-    float *act_grads;           /* dc1 ... dlogits, contiguous, zeroed per pass */
-    size_t act_grads_count;
+    Step *steps;
+    int nsteps;
+    float *act[NET_MAX_LAYERS + 1];  /* act[0]: the input; act[i + 1]: layer i's output */
+    float *grad[NET_MAX_LAYERS + 1]; /* their gradients (NULL where none is needed) */
+    int32_t *arg[NET_MAX_LAYERS];    /* max-pool winners, by layer */
+    uint8_t *mask[NET_MAX_LAYERS];   /* dropout masks, by layer */
+    float *bn_mean[NET_MAX_LAYERS], *bn_invstd[NET_MAX_LAYERS];
+    float *bn_stats; /* this pass's statistics: per batch-norm layer, mean [C] then
+                      * unbiased variance [C]; 2 * net->bn_channels floats */
+    float *probs;    /* [n, classes] */
+    float *scratch;  /* convolution scratch for one sample */
+    float *grads_mem;
+    size_t grads_count; /* the activation gradients, contiguous: one memset per pass */
     float *mem;
     int32_t *mem32;
+    uint8_t *mem8;
 } Workspace;
 
-Workspace *workspace_create(int max_n);
+Workspace *workspace_create(const Net *net, const InputTransform *input, int max_n);
 void workspace_free(Workspace *ws);
 
-/* Forward pass of n <= max_n images (uint8, [n,28,28]). With labels, returns
+/* Forward pass of n <= max_n samples (uint8, [n, C*H*W]). With labels, returns
  * the summed cross-entropy and adds the number of correct predictions to
- * *correct; without, returns 0. The logits and probabilities stay in ws. */
-double model_forward(Workspace *ws, const float *params, const uint8_t *images,
-                     const uint8_t *labels, int n, int *correct);
+ * *correct; without, returns 0. The logits (act[nlayers]) and probabilities
+ * stay in ws; in training, the batch-norm statistics in ws->bn_stats. */
+double model_forward(Workspace *ws, const float *params, const float *buffers,
+                     const uint8_t *images, const uint8_t *labels, int n, int *correct,
+                     const PassInfo *pass);
 
-/* Backward pass of the last forward: grads += d(scale * loss_sum)/d params. */
+/* Backward pass of the last (training) forward: grads += d(scale * loss_sum)/d params. */
 void model_backward(float *grads, Workspace *ws, const float *params, const uint8_t *labels,
                     int n, float scale);
 
-/* Name to index, or -1. */
-int model_tensor_index(const char *name);
+/* Apply one micro-batch's batch-norm statistics (as ws->bn_stats holds them)
+ * to the running statistics: once per micro-batch, in the global order of the
+ * micro-batches (doc/models.md). batches[b] counts batch-norm layer b's. */
+void model_update_running(const Net *net, float *buffers, int64_t *batches, const float *stats);
+
+/* The logits of sample s after a forward pass. */
+const float *model_logits(const Workspace *ws, int s);
 
 #endif

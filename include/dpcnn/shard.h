@@ -51,7 +51,7 @@ size_t sched_rank_samples(const Schedule *s, int rank);
 /* The largest number of micro-batches any rank gets in any step. */
 int sched_max_rank_micros(const Schedule *s);
 
-/* Samples held in memory: images [count, 784] and labels [count]. */
+/* Samples held in memory: images [count, C*H*W] and labels [count]. */
 typedef struct {
     size_t first, count;
     uint8_t *images, *labels;
@@ -61,8 +61,9 @@ typedef struct {
 typedef struct {
     Schedule sched;
     int rank;
+    size_t sample_bytes;      /* C*H*W */
     size_t count;             /* samples this rank trains on per epoch */
-    const uint8_t **sample;   /* this epoch's images [784 bytes each], in training order */
+    const uint8_t **sample;   /* this epoch's images [C*H*W bytes each], in training order */
     uint8_t *label;           /* and their labels */
     uint8_t *sendbuf, *recvbuf;
     int *scount, *sdispl, *rcount, *rdispl, *cursor;
@@ -76,10 +77,10 @@ struct Dataset;
 int shard_read_test(Block *out, size_t *chunks, size_t *chunks_total, const struct Dataset *ds,
                     size_t n, size_t chunk, int rank, int ranks);
 
-void exchange_init(Exchange *x, const Schedule *s, int rank);
+void exchange_init(Exchange *x, const Schedule *s, int rank, size_t sample_bytes);
 void exchange_free(Exchange *x);
 /* Point x->sample and fill x->label for the epoch whose order is perm,
- * from every rank's block. */
+ * from every rank's block. x->positions[k] is the epoch position of x->sample[k]. */
 void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d);
 
 #endif

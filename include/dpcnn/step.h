@@ -13,6 +13,7 @@
 
 #include "dpcnn/dist.h"
 #include "dpcnn/model.h"
+#include "dpcnn/net.h"
 
 /* How micro-batch gradients are combined across ranks. */
 enum {
@@ -21,22 +22,31 @@ enum {
 };
 
 typedef struct {
+    const Net *net;
     int micro_batch, max_slots, threads, reduction;
-    Workspace **ws;       /* one per thread */
-    float *slot_grads;    /* [max_slots][MODEL_NUM_PARAMS] */
+    size_t nparams, nstats;  /* floats of parameters, of one micro-batch's BN statistics */
+    Workspace **ws;          /* one per thread */
+    float *slot_grads;       /* [max_slots][nparams] */
     double *slot_loss;
     int *slot_correct;
-    int *slot_exp;        /* [max_slots][MODEL_NUM_TENSORS + 1] */
-    int64_t *acc;         /* gradients, loss, correct */
-    double *chunk_loss;   /* evaluation: one loss per chunk */
-    int64_t *confusion;   /* evaluation: [threads][10][10] */
-    uint8_t *stage;       /* [threads][micro_batch][784]: a micro-batch's images, gathered */
-    float *fsum;          /* REDUCE_FLOAT: gradients, loss, correct, stop, bad */
+    int *slot_exp;           /* [max_slots][ntensors + 1] */
+    float *slot_stats;       /* [max_slots][nstats]: batch-norm statistics */
+    float *all_stats;        /* [max_micro_total][nstats]: every rank's, in order */
+    int *stat_counts, *stat_displs;
+    int64_t *acc;            /* gradients, loss, correct */
+    double *chunk_loss;      /* evaluation: one loss per chunk */
+    int64_t *confusion;      /* evaluation: [threads][classes][classes] */
+    uint8_t *stage;          /* [threads][micro_batch][sample bytes]: a micro-batch, gathered */
+    size_t sample_bytes;
+    float *fsum;             /* REDUCE_FLOAT: gradients, loss, correct, stop, bad */
     size_t max_chunks;
-    double reduce_seconds; /* time spent combining gradients (agreement, sums, MPI) */
+    double reduce_seconds;   /* time spent combining gradients (agreement, sums, MPI) */
 } Stepper;
 
-Stepper *stepper_create(int micro_batch, int max_slots, int threads, size_t max_chunks,
+/* max_slots: this rank's largest number of micro-batches in a step;
+ * max_micro_total: the most micro-batches of one step over all ranks. */
+Stepper *stepper_create(const Net *net, const InputTransform *input, int micro_batch,
+                        int max_slots, int max_micro_total, int threads, size_t max_chunks,
                         int reduction);
 void stepper_free(Stepper *st);
 
@@ -50,14 +60,29 @@ typedef struct {
     int loss_bad;      /* out: the loss itself was non-finite */
 } StepSums;
 
-/* grads = d(loss_sum / batch_total)/d params, over every rank's micro-batches.
- * This rank's nmicro micro-batches follow one another in images (a pointer
- * to each sample's 784 pixels) and labels, with the given sizes; nmicro_total
- * counts them over all ranks. Returns -1 on every rank if any value was
- * non-finite (grads then untouched). */
-int stepper_gradient(Stepper *st, Dist *d, float *grads, StepSums *sums, const float *params,
-                     const uint8_t *const *images, const uint8_t *labels, const int *sizes,
-                     int nmicro, int nmicro_total, int batch_total);
+/* What one step trains on: this rank's nmicro micro-batches, which follow
+ * one another in images (a pointer to each sample's pixels) and labels, with
+ * the given sizes; positions[i] is sample i's position in the epoch (for
+ * dropout's keys). rank_micros[r] is rank r's count of micro-batches, and
+ * nmicro_total their sum; batch_total the samples of the global batch. */
+typedef struct {
+    const uint8_t *const *images;
+    const uint8_t *labels;
+    const size_t *positions;
+    const int *sizes;
+    int nmicro, nmicro_total;
+    const int *rank_micros;
+    int batch_total;
+    uint64_t seed;
+    int64_t step; /* the global step being trained, from 1 */
+} StepBatch;
+
+/* grads = d(loss_sum / batch_total)/d params over every rank's micro-batches,
+ * and batch norm's running statistics (buffers, batches) updated once per
+ * micro-batch in the global order. Returns -1 on every rank if any value was
+ * non-finite (grads and buffers then untouched). */
+int stepper_gradient(Stepper *st, Dist *d, float *grads, float *buffers, int64_t *batches,
+                     StepSums *sums, const float *params, const StepBatch *b);
 
 /* The second half of stepper_gradient, on its own for the benchmark: combine
  * the nmicro filled slots (gradients, losses, counts, exponents) over ranks. */
@@ -67,14 +92,15 @@ int stepper_reduce(Stepper *st, Dist *d, float *grads, StepSums *sums, int nmicr
 typedef struct {
     double loss_sum;
     int64_t correct, count;
-    int64_t confusion[MODEL_CLASSES * MODEL_CLASSES]; /* [true][predicted] */
+    int64_t *confusion; /* [classes][classes], [true][predicted]; the caller's */
 } EvalResult;
 
-/* Forward passes over this rank's chunks (chunk c holds samples
- * [c*micro_batch, ...) of `count`, relative to images/labels), summed exactly
- * over ranks; chunks_total counts the chunks over all ranks. */
+/* Forward passes (evaluation mode: running statistics, no dropout) over this
+ * rank's chunks (chunk c holds samples [c*micro_batch, ...) of `count`,
+ * relative to images/labels), summed exactly over ranks; chunks_total counts
+ * the chunks over all ranks. */
 void stepper_evaluate(Stepper *st, Dist *d, EvalResult *r, const float *params,
-                      const uint8_t *images, const uint8_t *labels, size_t count,
-                      size_t chunks_total);
+                      const float *buffers, const uint8_t *images, const uint8_t *labels,
+                      size_t count, size_t chunks_total);
 
 #endif

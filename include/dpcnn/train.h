@@ -19,6 +19,8 @@ typedef struct {
     int reduction;       /* REDUCE_EXACT (same bits at any rank count) or REDUCE_FLOAT */
     size_t limit;        /* use the first `limit` training samples (0 = all) */
     size_t test_limit;   /* ... and test samples */
+    const char *model;       /* a built-in network's name or a description file */
+    const char *normalize;   /* "none" or MEAN,STD per channel */
     const char *data_path;
     const char *init_path;   /* start from these weights instead of the seed's */
     const char *resume_path; /* continue the run saved here (a checkpoint or its directory) */
@@ -35,12 +37,18 @@ typedef struct {
     int log_every;       /* progress line every N steps when stdout is not a terminal */
     int metrics_every;   /* a per-step record in metrics.jsonl every N steps (0 = none) */
     double hang_timeout; /* end the job after this many seconds without progress (0 = never) */
+    int print_model;     /* print the network and exit */
+    int input_c, input_h, input_w; /* --input-shape for --print-model (0: from the data) */
 } TrainConfig;
 
 /* Seconds without progress after which a rank ends the job (--hang-timeout). */
 #define TRAIN_DEFAULT_HANG_TIMEOUT 300.0
 
 void train_config_defaults(TrainConfig *cfg);
+
+/* --print-model: the network's table and canonical description, without MPI;
+ * returns the exit status. */
+int train_print_model(const TrainConfig *cfg);
 
 /* Runs the whole training on every rank of d; returns the exit status. */
 int train_run(const TrainConfig *cfg, Dist *d);

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "dpcnn/dist.h"
+#include "dpcnn/net.h"
 #include "dpcnn/rng.h"
 #include "dpcnn/shard.h"
 #include "dpcnn/step.h"
@@ -30,22 +31,28 @@ int main(int argc, char **argv)
     int P = dist_size(d), r = dist_rank(d);
     int first = (int)part_first((size_t)total, P, r), last = (int)part_first((size_t)total, P, r + 1);
     int mine = last - first;
-    float *grads = calloc(MODEL_NUM_PARAMS, sizeof(float));
+    static Net net;
+    if (net_load(&net, "tutorial", (Shape){1, 28, 28, 0}, 10) < 0)
+        return 1;
+    const size_t NP = net.nparams;
+    const int NT = net.ntensors;
+    const InputTransform none = {0};
+    float *grads = calloc(NP, sizeof(float));
     double med[2];
     for (int mode = 0; mode < 2; mode++) {
-        Stepper *st = stepper_create(25, mine > 0 ? mine : 1, 1, 1, mode);
+        Stepper *st = stepper_create(&net, &none, 25, mine > 0 ? mine : 1, total, 1, 1, mode);
         Rng rng;
         rng_init(&rng, 1, 3, (uint64_t)r);
         for (int k = 0; k < mine; k++) {
-            float *g = st->slot_grads + (size_t)k * MODEL_NUM_PARAMS;
-            for (size_t i = 0; i < MODEL_NUM_PARAMS; i++)
+            float *g = st->slot_grads + (size_t)k * NP;
+            for (size_t i = 0; i < NP; i++)
                 g[i] = (rng_uniform(&rng) - 0.5f) * 1e-3f;
             st->slot_loss[k] = 57.5;
             st->slot_correct[k] = 20;
-            for (int t = 0; t < MODEL_NUM_TENSORS; t++)
-                st->slot_exp[(size_t)k * (MODEL_NUM_TENSORS + 1) + t] = xsum_exponent_f32(
-                    g + model_tensors[t].offset, model_tensors[t].count);
-            st->slot_exp[(size_t)k * (MODEL_NUM_TENSORS + 1) + MODEL_NUM_TENSORS] =
+            for (int t = 0; t < NT; t++)
+                st->slot_exp[(size_t)k * (NT + 1) + t] = xsum_exponent_f32(
+                    g + net.tensors[t].offset, net.tensors[t].count);
+            st->slot_exp[(size_t)k * (NT + 1) + NT] =
                 xsum_exponent_f64(&st->slot_loss[k], 1);
         }
         double *t = calloc((size_t)reps, sizeof(double));
@@ -69,8 +76,8 @@ int main(int argc, char **argv)
     /* The collectives alone, for the scaling model: a latency-bound one (the
      * exact mode's agreement on 13 integers) and the gradient-sized ones. */
     int ctl[13] = {0};
-    int64_t *i64 = calloc(MODEL_NUM_PARAMS, sizeof(int64_t));
-    float *f32 = calloc(MODEL_NUM_PARAMS, sizeof(float));
+    int64_t *i64 = calloc(NP, sizeof(int64_t));
+    float *f32 = calloc(NP, sizeof(float));
     double col[3];
     for (int kind = 0; kind < 3; kind++) {
         double *t = calloc((size_t)reps, sizeof(double));
@@ -80,9 +87,9 @@ int main(int argc, char **argv)
             if (kind == 0)
                 dist_max_int(d, ctl, 13);
             else if (kind == 1)
-                dist_sum_float(d, f32, MODEL_NUM_PARAMS);
+                dist_sum_float(d, f32, NP);
             else
-                dist_sum_int64(d, i64, MODEL_NUM_PARAMS);
+                dist_sum_int64(d, i64, NP);
             t[i] = dist_wtime() - t0;
         }
         qsort(t, (size_t)reps, sizeof(double), cmp);
@@ -92,7 +99,7 @@ int main(int argc, char **argv)
     if (r == 0)
         printf("ranks %d: MPI_Allreduce of 13 ints %.1f us, of %zu floats %.1f us, of %zu "
                "int64 %.1f us\n",
-               P, 1e6 * col[0], MODEL_NUM_PARAMS, 1e6 * col[1], MODEL_NUM_PARAMS, 1e6 * col[2]);
+               P, 1e6 * col[0], NP, 1e6 * col[1], NP, 1e6 * col[2]);
     free(i64);
     free(f32);
     free(grads);

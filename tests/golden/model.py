@@ -73,8 +73,8 @@ class Network(nn.Module):
         return r
 
 
-def make_optimizer(model):
-    return torch.optim.Adam(model.parameters(), lr=LR, betas=(BETA1, BETA2), eps=EPS)
+def make_optimizer(model, eps=EPS):
+    return torch.optim.Adam(model.parameters(), lr=LR, betas=(BETA1, BETA2), eps=eps)
 
 
 def loss_fn(logits, labels):
