@@ -1082,7 +1082,13 @@ def _cmd_eval(args):
           % (args.checkpoint, len(model.state_dict()), n_params, len(layers)))
     images, labels, names = read_data(args.data, "test", args.limit)
     infer_shapes(layers, sample_shape(images), len(names) or None, args.model or args.checkpoint)
-    loss, acc = evaluate(model, images, labels, parse_normalize(args.normalize))
+    normalize = args.normalize
+    if normalize is None:  # the checkpoint's own, as dpcnn evaluate takes it
+        import h5py
+        with h5py.File(args.checkpoint, "r") as f:
+            stored = f.attrs.get("normalize", "none")
+        normalize = stored.decode() if isinstance(stored, bytes) else str(stored)
+    loss, acc = evaluate(model, images, labels, parse_normalize(normalize))
     print("test_loss=%.6f test_accuracy=%.4f test_samples=%d" % (loss, acc, images.shape[0]))
     return 0
 
@@ -1103,8 +1109,8 @@ def main(argv=None):
     p.add_argument("--data", default=os.environ.get("DPCNN_DATA", "data/fashion-mnist.h5"),
                    help="a dpcnn data file (default $DPCNN_DATA or %(default)s)")
     p.add_argument("--model", metavar="NAME|FILE", help="the network, if not the checkpoint's own")
-    p.add_argument("--normalize", default="none", metavar="MEAN,STD[,...]|none",
-                   help="as dpcnn's --normalize (default none)")
+    p.add_argument("--normalize", default=None, metavar="MEAN,STD[,...]|none",
+                   help="as dpcnn's --normalize (default: the checkpoint's own, else none)")
     p.add_argument("--limit", type=int, default=None, help="only the first N test samples")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.set_defaults(run=_cmd_eval)

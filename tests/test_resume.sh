@@ -196,6 +196,17 @@ for use in evaluate init; do
         fi
     done
 done
+# A checkpoint of the tutorial network from before networks were data (format
+# 1: no model attribute, its own digest text) still loads, whole and verified.
+V1=${srcdir:-.}/tests/golden/v1-tutorial.h5
+./dpcnn evaluate "$V1" --data "$DATA" --test-limit 500 >"$T/out" || { cat "$T/out"; fail "a format-1 checkpoint"; }
+./dpcnn $ARGS --epochs 0 --init "$V1" --checkpoint-dir "$T/v1" --quiet || fail "--init from format 1"
+./tests/ckpt_edit "$T/v1/epoch-0000.h5" same-weights "$V1" || fail "--init from format 1 changed the weights"
+cp "$V1" "$T/v1flip.h5"
+./tests/ckpt_edit "$T/v1flip.h5" flip
+refuse "damaged: its contents do not match its digest" ./dpcnn evaluate "$T/v1flip.h5" --data "$DATA"
+echo "format-1 checkpoints load, and their digests are checked"
+
 # A foreign weights file (a PyTorch state_dict written with h5py: tensors, no
 # dpcnn marks) stays welcome, unless it holds a non-finite value.
 edited foreign foreign
