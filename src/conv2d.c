@@ -1,5 +1,6 @@
-/* Convolution as im2col + sgemm, one product per sample, any kernel K, stride S
- * and zero padding P.
+/* Convolution in dpcnn's own kernels (gemm.h), one sample at a time, any
+ * kernel K, stride S and zero padding P; the shared pieces (the shape, im2col)
+ * and the double references. conv2d_blas.c is the OpenBLAS engine.
  *
  * Let NP = OH*OW and R = C*K*K. Sample s's input unrolled (im2col) is
  *   col_s[(c,p,q), (i,j)] = x[s,c, i*S+p-P, j*S+q-P]   (0 outside the plane)
@@ -18,11 +19,11 @@
  * doc/math.md derives these. */
 #include "config.h"
 
-#include <cblas.h>
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "dpcnn/gemm.h"
 #include "dpcnn/layers.h"
 
 int conv_shape(ConvShape *c)
@@ -44,19 +45,30 @@ int conv_shape(ConvShape *c)
     return 0;
 }
 
+/* The native engine's scratch, per sample (the OpenBLAS engine needs R*NP):
+ *  stride 1: the row offsets (R), the zero-padded input (C x Hp x Wp) and the
+ *    wide output (F x ((OH-1)*Wp + OW)), see conv2d_forward;
+ *  any stride: im2col (R x NP), or its transpose, and the row offsets;
+ *  backward also dcol (R x NP). Offsets are ptrdiff_t, two floats each. */
+static size_t wide_floats(const ConvShape *c)
+{
+    const size_t Hp = (size_t)c->H + 2 * c->P, Wp = (size_t)c->W + 2 * c->P;
+    return 2 * (size_t)c->C * c->K * c->K + (size_t)c->C * Hp * Wp +
+           (size_t)c->F * ((size_t)(c->OH - 1) * Wp + c->OW) + 64;
+}
+
 size_t conv2d_forward_floats(const ConvShape *c)
 {
-    return (size_t)c->C * c->K * c->K * c->OH * c->OW;
+    const size_t R = (size_t)c->C * c->K * c->K;
+    const size_t col = 2 * R + R * c->OH * c->OW + 64; /* the offsets' room, then im2col */
+    const size_t wide = wide_floats(c);
+    return col > wide ? col : wide;
 }
 
 size_t conv2d_backward_floats(const ConvShape *c)
 {
-    return conv2d_forward_floats(c); /* col_s, then dcol_s in the same place */
-}
-
-static int is_pointwise(const ConvShape *c)
-{
-    return c->K == 1 && c->S == 1 && c->P == 0;
+    /* col (or its transpose) and dcol side by side */
+    return 2 * ((size_t)c->C * c->K * c->K * c->OH * c->OW + 64);
 }
 
 /* ---- Stride 1, no padding: every window is inside the plane ----
@@ -210,7 +222,7 @@ static void col2im_any(float *restrict dx, const float *restrict dcol, const Con
 }
 
 /* col_s for one sample, by shape class. */
-static void im2col(float *col, const float *x, const ConvShape *c)
+void conv_im2col(float *col, const float *x, const ConvShape *c)
 {
     if (c->S == 1 && c->P == 0) {
         if (c->K == 5)
@@ -225,7 +237,7 @@ static void im2col(float *col, const float *x, const ConvShape *c)
 }
 
 /* dx_s += col2im(dcol_s): the adjoint of im2col. */
-static void col2im_add(float *dx, const float *dcol, const ConvShape *c)
+void conv_col2im_add(float *dx, const float *dcol, const ConvShape *c)
 {
     if (c->S == 1 && c->P == 0) {
         if (c->K == 5)
@@ -239,73 +251,127 @@ static void col2im_add(float *dx, const float *dcol, const ConvShape *c)
     }
 }
 
+/* ---- The native engine ----
+ *
+ * Forward, stride 1: output (i,j) reads input (i+p, j+q) of the padded plane
+ * (Hp x Wp, zeros around). Number the output positions by the padded width,
+ * u = i*Wp + j: then term (c,p,q) of every output is the input element at
+ * u + off(c,p,q), off = (c*Hp + p)*Wp + q, so row (c,p,q) of the product's B
+ * is the padded input itself, starting at off: no unrolling, just the R row
+ * offsets. The "wide" output has Wp - OW extra columns per row (they read
+ * across the row's end) that are dropped; its last row stops at OW, so no read
+ * goes past the input. y[f][u] = b[f] + sum over (c,p,q), in that order, of
+ * w[f][c,p,q] x[u + off], as the definition and every other path.
+ *
+ * Any stride: im2col into the scratch, then the same product over it. */
+static void conv_forward_sample(float *y_s, float *scratch, const float *xs, const float *w,
+                                const float *b, const ConvShape *c)
+{
+    const int C = c->C, K = c->K, F = c->F, OH = c->OH, OW = c->OW, R = C * K * K;
+    const int NP = OH * OW;
+    ptrdiff_t *off = (ptrdiff_t *)(void *)scratch;
+    float *work = scratch + 2 * (size_t)R;
+    if (c->S != 1) {
+        conv_im2col(work, xs, c);
+        for (int f = 0; f < F; f++)
+            for (int k = 0; k < NP; k++)
+                y_s[(size_t)f * NP + k] = b ? b[f] : 0.0f;
+        gemm_acc(F, NP, R, w, R, 1, work, NULL, NP, y_s, NP);
+        return;
+    }
+    const int Hp = c->H + 2 * c->P, Wp = c->W + 2 * c->P;
+    const float *in = xs;
+    if (c->P > 0) { /* the zero-padded plane */
+        float *pad = work;
+        work += (size_t)C * Hp * Wp;
+        memset(pad, 0, sizeof(float) * (size_t)C * Hp * Wp);
+        for (int ch = 0; ch < C; ch++)
+            for (int i = 0; i < c->H; i++)
+                memcpy(pad + ((size_t)ch * Hp + i + c->P) * Wp + c->P,
+                       xs + ((size_t)ch * c->H + i) * c->W, sizeof(float) * (size_t)c->W);
+        in = pad;
+    }
+    for (int ch = 0, r = 0; ch < C; ch++)
+        for (int p = 0; p < K; p++)
+            for (int q = 0; q < K; q++)
+                off[r++] = ((ptrdiff_t)ch * Hp + p) * Wp + q;
+    const int N = (OH - 1) * Wp + OW; /* wide positions */
+    float *out = Wp == OW ? y_s : work;
+    for (int f = 0; f < F; f++)
+        for (int u = 0; u < N; u++)
+            out[(size_t)f * N + u] = b ? b[f] : 0.0f;
+    gemm_acc(F, N, R, w, R, 1, in, off, 0, out, N);
+    if (out != y_s) /* drop the wide columns */
+        for (int f = 0; f < F; f++)
+            for (int i = 0; i < OH; i++)
+                memcpy(y_s + ((size_t)f * OH + i) * OW, out + (size_t)f * N + (size_t)i * Wp,
+                       sizeof(float) * (size_t)OW);
+}
+
 void conv2d_forward(float *y, float *scratch, const float *x, const float *w, const float *b,
                     int n, const ConvShape *c)
 {
-    const int NP = c->OH * c->OW, R = c->C * c->K * c->K, F = c->F;
-    const size_t in = (size_t)c->C * c->H * c->W;
-    for (int s = 0; s < n; s++) {
-        const float *xs = x + (size_t)s * in, *col = xs;
-        float *y_s = y + (size_t)s * F * NP;
-        if (!is_pointwise(c)) {
-            im2col(scratch, xs, c);
-            col = scratch;
-        }
-        /* start from the bias and accumulate (beta = 1): no separate pass to zero y */
-        if (b)
-            for (int f = 0; f < F; f++)
-                for (int k = 0; k < NP; k++)
-                    y_s[(size_t)f * NP + k] = b[f];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, F, NP, R, 1.0f, w, R, col, NP,
-                    b ? 1.0f : 0.0f, y_s, NP);
-    }
+    const size_t in = (size_t)c->C * c->H * c->W, out = (size_t)c->F * c->OH * c->OW;
+    for (int s = 0; s < n; s++)
+        conv_forward_sample(y + (size_t)s * out, scratch, x + (size_t)s * in, w, b, c);
 }
 
+/* colT[k][r] = col[r][k], packed straight from the input: for output
+ * position k = (i,j), the R = C*K*K inputs its kernel sees, kernel row by
+ * kernel row (K contiguous floats inside the plane, zeros in the padding), so
+ * that a row of the product's B runs along the weights. */
+static void im2col_transposed(float *restrict colT, const float *restrict xs, const ConvShape *c)
+{
+    const int C = c->C, H = c->H, W = c->W, K = c->K, S = c->S, P = c->P;
+    const int R = C * K * K;
+    for (int i = 0; i < c->OH; i++)
+        for (int j = 0; j < c->OW; j++) {
+            float *dst = colT + ((size_t)i * c->OW + j) * R;
+            const int u0 = i * S - P, v0 = j * S - P;
+            const int inside = u0 >= 0 && v0 >= 0 && u0 + K <= H && v0 + K <= W;
+            for (int ch = 0; ch < C; ch++)
+                for (int p = 0; p < K; p++, dst += K) {
+                    const int u = u0 + p;
+                    const float *row = xs + ((size_t)ch * H + u) * W;
+                    if (inside) {
+                        memcpy(dst, row + v0, sizeof(float) * (size_t)K);
+                        continue;
+                    }
+                    for (int q = 0; q < K; q++) {
+                        const int v = v0 + q;
+                        dst[q] = u >= 0 && u < H && v >= 0 && v < W ? row[v] : 0.0f;
+                    }
+                }
+        }
+}
+
+/* Backward, per sample, with col = im2col(x_s) [R][NP] and dy_s [F][NP]:
+ *   db[f]     += sum_k dy_s[f][k]               (in k order)
+ *   dW[f][r]  += sum_k dy_s[f][k] col[r][k]      (in k order: B = colT, rows k)
+ *   dcol[r][k] = sum_f W[f][r] dy_s[f][k]        (in f order: A = W read transposed)
+ *   dx_s      += col2im(dcol)                    (in (c,p,q) order) */
 void conv2d_backward(float *dx, float *dw, float *db, float *scratch, const float *dy,
                      const float *x, const float *w, int n, const ConvShape *c)
 {
     const int NP = c->OH * c->OW, R = c->C * c->K * c->K, F = c->F;
-    const size_t in = (size_t)c->C * c->H * c->W;
+    const size_t in = (size_t)c->C * c->H * c->W, big = (size_t)R * NP + 64;
+    float *colT = scratch, *work = scratch + big;
     for (int s = 0; s < n; s++) {
         const float *dy_s = dy + (size_t)s * F * NP;
-        const float *xs = x + (size_t)s * in, *col = xs;
         if (db)
             for (int f = 0; f < F; f++) {
-                /* Eight running sums in a fixed pattern: vectorisable, and still one
-                 * fixed order of additions, so the result is reproducible. */
-                const float *row = dy_s + (size_t)f * NP;
-                float lane[8] = {0};
-                int k = 0;
-                for (; k + 8 <= NP; k += 8)
-                    for (int u = 0; u < 8; u++)
-                        lane[u] += row[k + u];
                 float acc = 0.0f;
-                for (; k < NP; k++)
-                    acc += row[k];
-                for (int u = 0; u < 8; u++)
-                    acc += lane[u];
+                for (int k = 0; k < NP; k++)
+                    acc += dy_s[(size_t)f * NP + k];
                 db[f] += acc;
             }
-        if (!is_pointwise(c)) {
-            im2col(scratch, xs, c);
-            col = scratch;
-        }
-        /* dW [F,R] += dy_s [F,NP] . col_s^T [NP,R] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, F, R, NP, 1.0f, dy_s, NP, col, NP,
-                    1.0f, dw, R);
+        im2col_transposed(colT, x + (size_t)s * in, c);
+        gemm_acc(F, R, NP, dy_s, NP, 1, colT, NULL, R, dw, R);
         if (!dx)
             continue;
-        float *dxs = dx + (size_t)s * in;
-        if (is_pointwise(c)) {
-            /* dcol_s is dx_s's own shape: add W^T . dy_s straight in */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, NP, F, 1.0f, w, R, dy_s, NP,
-                        1.0f, dxs, NP);
-        } else {
-            /* scratch = dcol_s [R,NP] = W^T [R,F] . dy_s [F,NP]; col_s is spent */
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, NP, F, 1.0f, w, R, dy_s, NP,
-                        0.0f, scratch, NP);
-            col2im_add(dxs, scratch, c);
-        }
+        memset(work, 0, sizeof(float) * (size_t)R * NP);
+        gemm_acc(R, NP, F, w, 1, R, dy_s, NULL, NP, work, NP);
+        conv_col2im_add(dx + (size_t)s * in, work, c);
     }
 }
 

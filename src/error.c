@@ -22,13 +22,17 @@ void msg_set_rank(int rank, int size)
 
 int msg_rank(void) { return g_rank; }
 
-/* "dpcnn: " or "dpcnn: rank 3: " */
-static void prefix(FILE *f)
+/* One message, written whole in one call: under mpirun the ranks' and the
+ * launcher's lines must not interleave inside a message.
+ * "dpcnn: [rank R: ]KIND: MESSAGE\n" (KIND may be empty). */
+static void emit(FILE *f, int tag_rank, const char *kind, const char *fmt, va_list ap)
 {
-    if (g_size > 1)
-        fprintf(f, "dpcnn: rank %d: ", g_rank);
-    else
-        fputs("dpcnn: ", f);
+    char msg[ERR_MAX], head[64] = "dpcnn: ";
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (tag_rank && g_size > 1)
+        snprintf(head, sizeof head, "dpcnn: rank %d: ", g_rank);
+    fprintf(f, "%s%s%s\n", head, kind, msg);
+    fflush(f);
 }
 
 void msg_info(const char *fmt, ...)
@@ -37,34 +41,27 @@ void msg_info(const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(stdout, fmt, ap);
+    char msg[ERR_MAX];
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fputc('\n', stdout);
+    fprintf(stdout, "%s\n", msg);
     fflush(stdout);
 }
 
 void msg_warn(const char *fmt, ...)
 {
     va_list ap;
-    prefix(stderr);
-    fputs("warning: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    emit(stderr, 1, "warning: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    fflush(stderr);
 }
 
 void msg_error(const char *fmt, ...)
 {
     va_list ap;
-    prefix(stderr);
-    fputs("error: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    emit(stderr, 1, "error: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    fflush(stderr);
 }
 
 void msg_job_error(const char *fmt, ...)
@@ -72,12 +69,9 @@ void msg_job_error(const char *fmt, ...)
     if (g_rank != 0)
         return;
     va_list ap;
-    fputs("dpcnn: error: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    emit(stderr, 0, "error: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    fflush(stderr);
 }
 
 int err_set(const char *fmt, ...)
@@ -100,14 +94,16 @@ void err_set_fatal_hook(void (*hook)(int)) { g_fatal_hook = hook; }
 
 void die_at(const char *file, int line, const char *fmt, ...)
 {
-    va_list ap;
     fflush(stdout);
-    prefix(stderr);
-    fputs("fatal: ", stderr);
+    char msg[ERR_MAX];
+    va_list ap;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, " (%s:%d)\n", file, line);
+    if (g_size > 1)
+        fprintf(stderr, "dpcnn: rank %d: fatal: %s (%s:%d)\n", g_rank, msg, file, line);
+    else
+        fprintf(stderr, "dpcnn: fatal: %s (%s:%d)\n", msg, file, line);
     fflush(stderr);
     if (g_fatal_hook)
         g_fatal_hook(DPCNN_EXIT_FAILURE);

@@ -35,6 +35,7 @@ static void usage(FILE *f)
           "  --model NAME|FILE   the network of a weights file that does not store one\n"
           "                      (default tutorial; a dpcnn checkpoint stores its own)\n"
           "  --normalize MEAN,STD  its input normalisation (default none)\n"
+          "  --kernels NAME      native (default) or openblas, as for training\n"
           "  --hang-timeout S    end the whole job when a rank makes no progress for S\n"
           "                      seconds (default as for training; 0: never)\n"
           "  -h, --help          this text\n",
@@ -55,6 +56,7 @@ int evaluate_parse(EvalConfig *cfg, int argc, char **argv, int speak)
         {"test-limit", required_argument, 0, 'l'},  {"threads", required_argument, 0, 't'},
         {"micro-batch", required_argument, 0, 'm'}, {"hang-timeout", required_argument, 0, 'H'},
         {"model", required_argument, 0, 'M'},       {"normalize", required_argument, 0, 'N'},
+        {"kernels", required_argument, 0, 'K'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
     };
     memset(cfg, 0, sizeof *cfg);
@@ -78,6 +80,11 @@ int evaluate_parse(EvalConfig *cfg, int argc, char **argv, int speak)
         case 'm': cfg->micro_batch = (int)v; break;
         case 'M': cfg->model = optarg; break;
         case 'N': cfg->normalize = optarg; break;
+        case 'K':
+            if (strcmp(optarg, "native") != 0 && strcmp(optarg, "openblas") != 0)
+                return bad(speak, "--kernels: expected native or openblas, got", optarg);
+            cfg->kernels = optarg;
+            break;
         case 'H':
             if (options_parse_real(optarg, 1, &cfg->hang_timeout) < 0)
                 return bad(speak, "--hang-timeout: expected seconds >= 0, got", optarg);

@@ -6,34 +6,47 @@
  *   dX[s,i] = sum_o dY[s,o] w[o,i]               dX = dY . W            */
 #include "config.h"
 
-#include <cblas.h>
+#include "dpcnn/gemm.h"
 
 #include "dpcnn/layers.h"
 
-void linear_forward(float *y, const float *x, const float *w, const float *b, int n, int nin,
-                    int nout)
+size_t linear_scratch_floats(int n, int nin, int nout)
 {
-    /* start from the bias and accumulate (beta = 1); without one, beta = 0 */
-    if (b)
-        for (int s = 0; s < n; s++)
-            for (int o = 0; o < nout; o++)
-                y[(size_t)s * nout + o] = b[o];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nout, nin, 1.0f, x, nin, w, nin,
-                b ? 1.0f : 0.0f, y, nout);
+    return (size_t)n * ((size_t)nin + nout) + 64;
 }
 
+/* Native forward: the product vectorises across outputs o, so it is formed
+ * transposed, yT [nout][n] = W [nout][nin] . xT [nin][n] + b, with xT packed
+ * in the scratch; each y[s][o] is b[o] plus its nin terms in i order, one
+ * fused multiply-add each, as every path computes it. */
+void linear_forward(float *y, float *scratch, const float *x, const float *w, const float *b,
+                    int n, int nin, int nout)
+{
+    float *xT = scratch, *yT = scratch + (size_t)n * nin;
+    for (int s = 0; s < n; s++)
+        for (int i = 0; i < nin; i++)
+            xT[(size_t)i * n + s] = x[(size_t)s * nin + i];
+    for (int o = 0; o < nout; o++)
+        for (int s = 0; s < n; s++)
+            yT[(size_t)o * n + s] = b ? b[o] : 0.0f;
+    gemm_acc(nout, n, nin, w, nin, 1, xT, NULL, n, yT, n);
+    for (int s = 0; s < n; s++)
+        for (int o = 0; o < nout; o++)
+            y[(size_t)s * nout + o] = yT[(size_t)o * n + s];
+}
+
+/* Native backward: dW [nout][nin] += dY^T . X (terms in s order), dX [n][nin]
+ * += dY . W (terms in o order); dY^T is dY read with swapped strides. */
 void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                      const float *w, int n, int nin, int nout)
 {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nout, nin, n, 1.0f, dy, nout, x, nin, 1.0f, dw,
-                nin);
+    gemm_acc(nout, nin, n, dy, 1, nout, x, NULL, nin, dw, nin);
     if (db)
         for (int s = 0; s < n; s++)
             for (int o = 0; o < nout; o++)
                 db[o] += dy[(size_t)s * nout + o];
     if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, nin, nout, 1.0f, dy, nout, w, nin,
-                    1.0f, dx, nin);
+        gemm_acc(n, nin, nout, dy, nout, 1, w, NULL, nin, dx, nin);
 }
 
 void linear_forward_ref(double *y, const double *x, const double *w, const double *b, int n,

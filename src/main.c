@@ -1,12 +1,15 @@
 /* dpcnn: parse the command line, bring up MPI, train. */
 #include "config.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dpcnn/dist.h"
 #include "dpcnn/error.h"
 #include "dpcnn/evaluate.h"
+#include "dpcnn/isa.h"
+#include "dpcnn/layers.h"
 #include "dpcnn/options.h"
 #include "dpcnn/stop.h"
 #include "dpcnn/train.h"
@@ -79,6 +82,14 @@ int main(int argc, char **argv)
     }
     if (!evaluating && train.print_model)
         return train_print_model(&train); /* needs no MPI */
+    /* The kernels and their path: a DPCNN_ISA this CPU cannot run is refused
+     * here, on every rank alike, before any work. */
+    if (isa_select() < 0 || engine_select(evaluating ? (eval.kernels ? eval.kernels : "native")
+                                                     : train.kernels) < 0) {
+        if (speak)
+            fprintf(stderr, "dpcnn: error: %s\n", err_get());
+        return DPCNN_EXIT_FAILURE;
+    }
     if (!evaluating)
         train.launched = launched();
     /* The watchdog runs from before MPI_Init to after MPI_Finalize: a rank

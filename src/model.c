@@ -131,6 +131,7 @@ Workspace *workspace_create(const Net *net, const InputTransform *input, int max
 {
     Workspace *ws = XCALLOC(Workspace, 1);
     ws->net = net;
+    ws->engine = engine_current();
     ws->input = *input;
     ws->max_n = max_n;
     ws->steps = XCALLOC(Step, (size_t)net->nlayers);
@@ -177,6 +178,10 @@ Workspace *workspace_create(const Net *net, const InputTransform *input, int max
             size_t f = conv2d_forward_floats(&s->conv), b = conv2d_backward_floats(&s->conv);
             scratch = f > scratch ? f : scratch;
             scratch = b > scratch ? b : scratch;
+        }
+        if (s->kind == S_LINEAR) {
+            size_t f = linear_scratch_floats(max_n, l->in, l->out);
+            scratch = f > scratch ? f : scratch;
         }
         if (s->kind == S_CONV_POOL || s->kind == S_RELU_POOL || s->kind == S_MAXPOOL)
             ints += round16(n * s->out_count);
@@ -297,14 +302,14 @@ static void step_forward(Workspace *ws, const Step *s, const float *params, cons
     float *y = ws->act[last + 1] + (size_t)s0 * s->out_count;
     switch (s->kind) {
     case S_CONV:
-        conv2d_forward(y, ws->scratch, x, param(net, params, l, 0), param(net, params, l, 1), n,
-                       &s->conv);
+        ws->engine->conv2d_forward(y, ws->scratch, x, param(net, params, l, 0),
+                                   param(net, params, l, 1), n, &s->conv);
         break;
     case S_CONV_POOL: {
         const size_t cc = (size_t)s->conv.F * s->conv.OH * s->conv.OW;
         float *c = ws->act[i + 1] + (size_t)s0 * cc;
-        conv2d_forward(c, ws->scratch, x, param(net, params, l, 0), param(net, params, l, 1), n,
-                       &s->conv);
+        ws->engine->conv2d_forward(c, ws->scratch, x, param(net, params, l, 0),
+                                   param(net, params, l, 1), n, &s->conv);
         relu_maxpool_forward(y, ws->arg[last] + (size_t)s0 * s->out_count, c, n, &s->pool);
         break;
     }
@@ -318,7 +323,8 @@ static void step_forward(Workspace *ws, const Step *s, const float *params, cons
     case S_RELU: relu_forward(y, x, (size_t)n * s->in_count); break;
     case S_FLATTEN: break; /* a view */
     case S_LINEAR:
-        linear_forward(y, x, param(net, params, l, 0), param(net, params, l, 1), n, l->in, l->out);
+        ws->engine->linear_forward(y, ws->scratch, x, param(net, params, l, 0),
+                                   param(net, params, l, 1), n, l->in, l->out);
         break;
     case S_BATCHNORM: {
         const int C = l->in, Lsz = (int)(s->in_count / (size_t)C);
@@ -404,12 +410,14 @@ void model_backward(float *grads, Workspace *ws, const float *params, const uint
             continue; /* nothing before it needs a gradient */
         switch (s->kind) {
         case S_CONV:
-            conv2d_backward(dx, dparam(net, grads, l, 0), dparam(net, grads, l, 1), ws->scratch,
-                            dy, x, param(net, params, l, 0), n, &s->conv);
+            ws->engine->conv2d_backward(dx, dparam(net, grads, l, 0), dparam(net, grads, l, 1),
+                                        ws->scratch, dy, x, param(net, params, l, 0), n,
+                                        &s->conv);
             break;
         case S_CONV_POOL:
-            conv_pool_backward(dx, dparam(net, grads, l, 0), dparam(net, grads, l, 1), dy, y,
-                               ws->arg[last], x, param(net, params, l, 0), n, &s->conv, &s->pool);
+            ws->engine->conv_pool_backward(dx, dparam(net, grads, l, 0), dparam(net, grads, l, 1),
+                                           dy, y, ws->arg[last], x, param(net, params, l, 0), n,
+                                           &s->conv, &s->pool);
             break;
         case S_RELU_POOL: relu_maxpool_backward(dx, dy, y, ws->arg[last], n, &s->pool); break;
         case S_MAXPOOL: maxpool_backward(dx, dy, ws->arg[last], n, &s->pool); break;
@@ -417,8 +425,8 @@ void model_backward(float *grads, Workspace *ws, const float *params, const uint
         case S_RELU: relu_backward(dx, dy, y, (size_t)n * s->in_count); break;
         case S_FLATTEN: break; /* the same memory */
         case S_LINEAR:
-            linear_backward(dx, dparam(net, grads, l, 0), dparam(net, grads, l, 1), dy, x,
-                            param(net, params, l, 0), n, l->in, l->out);
+            ws->engine->linear_backward(dx, dparam(net, grads, l, 0), dparam(net, grads, l, 1),
+                                        dy, x, param(net, params, l, 0), n, l->in, l->out);
             break;
         case S_BATCHNORM: {
             const int C = l->in, Lsz = (int)(s->in_count / (size_t)C);

@@ -58,6 +58,9 @@ void options_usage(FILE *f)
         "                      epochs only)\n"
         "  --hang-timeout S    end the whole job when a rank makes no progress for S\n"
         "                      seconds (default 300; 0: never)\n"
+        "  --kernels NAME      native (default): dpcnn's own kernels, the same bits on\n"
+        "                      every x86-64 CPU; openblas: OpenBLAS's sgemm, whose bits\n"
+        "                      depend on its kernel for the CPU\n"
         "  --threads N         worker threads per rank (default: this rank's share of\n"
         "                      the node's cores)\n"
         "  --check-every N     compare replicas across ranks every N steps (default 100;\n"
@@ -101,12 +104,15 @@ const char *options_default_data(void)
 static int __attribute__((format(printf, 2, 3))) usage_error(int speak, const char *fmt, ...)
 {
     if (speak) {
+        /* one write: under mpirun, pieces of a message could be interleaved
+         * with the launcher's own */
+        char msg[8192];
         va_list ap;
         va_start(ap, fmt);
-        fputs("dpcnn: ", stderr);
-        vfprintf(stderr, fmt, ap);
+        vsnprintf(msg, sizeof msg, fmt, ap);
         va_end(ap);
-        fputs("\nTry 'dpcnn --help'.\n", stderr);
+        fprintf(stderr, "dpcnn: %s\nTry 'dpcnn --help'.\n", msg);
+        fflush(stderr);
     }
     return OPTIONS_EXIT_USAGE;
 }
@@ -160,7 +166,7 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
         O_EPOCHS = 256, O_BATCH, O_MICRO, O_LR, O_SEED, O_DATA, O_NO_SHUFFLE, O_CKPT, O_INIT,
         O_THREADS, O_LIMIT, O_TEST_LIMIT, O_CHECK_EVERY, O_REDUCTION, O_RESUME, O_OVERRIDE,
         O_CKPT_EVERY, O_KEEP, O_QUIET, O_LOG_EVERY, O_METRICS_EVERY, O_WARMUP, O_HANG,
-        O_MODEL, O_NORMALIZE, O_PRINT_MODEL, O_INPUT_SHAPE,
+        O_MODEL, O_NORMALIZE, O_PRINT_MODEL, O_INPUT_SHAPE, O_KERNELS,
     };
     static const struct option opts[] = {
         {"epochs", required_argument, 0, O_EPOCHS},
@@ -190,6 +196,7 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
         {"normalize", required_argument, 0, O_NORMALIZE},
         {"print-model", no_argument, 0, O_PRINT_MODEL},
         {"input-shape", required_argument, 0, O_INPUT_SHAPE},
+        {"kernels", required_argument, 0, O_KERNELS},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
@@ -292,6 +299,12 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
             cfg->normalize = optarg; /* checked against the data's channels later */
             break;
         case O_PRINT_MODEL: cfg->print_model = 1; break;
+        case O_KERNELS:
+            if (strcmp(optarg, "native") != 0 && strcmp(optarg, "openblas") != 0)
+                return usage_error(speak, "--kernels: expected native or openblas, got '%s'",
+                                   optarg);
+            cfg->kernels = optarg;
+            break;
         case O_INPUT_SHAPE: {
             unsigned long long dims[3];
             char part[3][24];

@@ -9,6 +9,8 @@
 
 #include "dpcnn/error.h"
 #include "dpcnn/hash.h"
+#include "dpcnn/isa.h"
+#include "dpcnn/layers.h"
 #include "dpcnn/runtime.h"
 
 int runtime_threads(int asked, Dist *d, int max_useful)
@@ -46,10 +48,18 @@ static const char *blas_core(void)
 
 /* Debian's OpenBLAS 0.3.21 does not know some recent CPUs and falls back to
  * its generic SSE3 kernel, about 4x slower than the AVX-512 one. */
-void runtime_report_blas(Dist *d, int threads)
+void runtime_report_kernels(Dist *d, int threads)
 {
+    if (engine_current() == &engine_native) {
+        /* every path gives the same bits (isa.h): nothing for the ranks to agree on */
+        msg_info("kernels: dpcnn's own, %s path (DPCNN_ISA=avx512|avx2|generic forces one; the "
+                 "same bits on each), %d worker thread%s per rank",
+                 isa_name(isa_current()), threads, threads == 1 ? "" : "s");
+        return;
+    }
     const char *core = blas_core();
-    msg_info("OpenBLAS kernel: %s (single-threaded inside each of %d worker thread%s per rank)",
+    msg_info("kernels: OpenBLAS, its %s kernel (single-threaded inside each of %d worker "
+             "thread%s per rank; the bits depend on the kernel)",
              core, threads, threads == 1 ? "" : "s");
     static const char *const generic[] = {"Prescott", "Core2", "Penryn", "Dunnington",
                                           "Nehalem", "Atom", "Katmai", "Coppermine"};

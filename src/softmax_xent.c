@@ -5,12 +5,14 @@
  *   loss_s = logsumexp(z_s) - z_s[y_s],    p_s = exp(z_s - logsumexp(z_s))
  *   d loss_s / d z_s[k] = p_s[k] - [k == y_s]
  * The per-row work is done in double: it costs nothing at K = 10 and makes
- * the loss sum independent of how rows are grouped. */
+ * the loss sum independent of how rows are grouped. exp and log are dpcnn's
+ * own (mathfn.h), so the loss does not depend on the C library. */
 #include "config.h"
 
 #include <math.h>
 
 #include "dpcnn/layers.h"
+#include "dpcnn/mathfn.h"
 
 double softmax_xent_forward(float *probs, int *correct, const float *logits,
                             const uint8_t *labels, int n, int K)
@@ -27,10 +29,10 @@ double softmax_xent_forward(float *probs, int *correct, const float *logits,
         const double m = z[best];
         double sum = 0.0;
         for (int k = 0; k < K; k++)
-            sum += exp((double)z[k] - m);
-        const double lse = m + log(sum);
+            sum += dpcnn_exp((double)z[k] - m);
+        const double lse = m + dpcnn_log(sum);
         for (int k = 0; k < K; k++)
-            p[k] = (float)exp((double)z[k] - lse);
+            p[k] = (float)dpcnn_exp((double)z[k] - lse);
         loss += lse - (double)z[labels[s]];
         hits += best == labels[s];
     }

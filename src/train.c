@@ -57,6 +57,7 @@ void train_config_defaults(TrainConfig *cfg)
     cfg->log_every = 100;
     cfg->hang_timeout = TRAIN_DEFAULT_HANG_TIMEOUT;
     cfg->model = "tutorial";
+    cfg->kernels = "native";
     cfg->normalize = "none";
 }
 
@@ -581,7 +582,7 @@ int train_run(const TrainConfig *cfg, Dist *d)
                  cfg->batch_size, cfg->micro_batch, sched_steps(&t->sched), cfg->lr, cfg->seed,
                  cfg->shuffle ? "shuffled" : "not shuffled",
                  cfg->reduction == REDUCE_EXACT ? "exact" : "float");
-        runtime_report_blas(d, t->threads);
+        runtime_report_kernels(d, t->threads);
         if (t->rank == 0) {
             msg_info("network %s:", cfg->model);
             net_print(stdout, &t->net);

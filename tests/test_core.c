@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "dpcnn/hash.h"
+#include "dpcnn/mathfn.h"
 #include "dpcnn/model.h"
 #include "dpcnn/net.h"
 #include "dpcnn/rng.h"
@@ -238,6 +239,32 @@ static void test_parts(void **state)
         }
 }
 
+/* dpcnn's own exp and log: within 2 ulp of the C library's over the range
+ * the softmax uses and beyond, and the special values. */
+static void test_exp_log(void **state)
+{
+    (void)state;
+    Rng r;
+    rng_init(&r, 5, 0, 0);
+    double worst_e = 0, worst_l = 0;
+    for (int i = 0; i < 200000; i++) {
+        const double x = (rng_uniform(&r) - 0.75) * 80.0 + (i % 7 == 0 ? -600.0 : 0.0);
+        const double e = dpcnn_exp(x), want = exp(x);
+        worst_e = fmax(worst_e, fabs(e - want) / (nextafter(want, INFINITY) - want));
+        const double y = ldexp(1.0 + rng_uniform(&r), (int)rng_below(&r, 200) - 100);
+        const double l = dpcnn_log(y), lw = log(y);
+        if (lw != 0.0)
+            worst_l = fmax(worst_l, fabs(l - lw) / fabs(nextafter(lw, INFINITY) - lw));
+    }
+    printf("  exp: worst %.2f ulp, log: worst %.2f ulp from the C library\n", worst_e, worst_l);
+    assert_true(worst_e <= 2.0);
+    assert_true(worst_l <= 2.0);
+    assert_true(dpcnn_exp(0.0) == 1.0 && dpcnn_log(1.0) == 0.0);
+    assert_true(dpcnn_exp(-800.0) == 0.0 && isinf(dpcnn_exp(710.0)));
+    assert_true(isnan(dpcnn_exp(NAN)) && isnan(dpcnn_log(-1.0)) && isinf(dpcnn_log(0.0)));
+    assert_true(fabs(dpcnn_log(4.9e-320) - log(4.9e-320)) < 1e-12); /* subnormal */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -245,6 +272,7 @@ int main(void)
         cmocka_unit_test(test_permutation),        cmocka_unit_test(test_model_init),
         cmocka_unit_test(test_xsum_order_free),    cmocka_unit_test(test_xsum_special),
         cmocka_unit_test(test_schedule_partition), cmocka_unit_test(test_parts),
+        cmocka_unit_test(test_exp_log),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -57,6 +57,8 @@ typedef struct {
     int64_t init_batches[NET_MAX_LAYERS], step1_batches[NET_MAX_LAYERS],
         state10_batches[NET_MAX_LAYERS];
     float *logits, *eval_logits, loss, losses[10];
+    float spread[10];      /* PyTorch against itself under OpenBLAS's other kernels */
+    double spread_eval, spread_running;
     double lr, beta1, beta2, eps;
     uint64_t dropout_seed;
     int has_state10;
@@ -164,6 +166,13 @@ static int load(Golden *g)
     if (full)
         rc |= read_state(f, g, "state10", g->state10, g->state10_buf, g->state10_batches) |
               read_ds(f, "eval_logits", H5T_NATIVE_FLOAT, g->eval_logits);
+    memset(g->spread, 0, sizeof g->spread);
+    g->spread_eval = g->spread_running = 0;
+    if (exists(f, "spread")) {
+        rc |= read_ds(f, "spread/losses", H5T_NATIVE_FLOAT, g->spread);
+        rc |= h5_read_attr_double(f, "spread_eval_logits", &g->spread_eval) |
+              h5_read_attr_double(f, "spread_running", &g->spread_running);
+    }
     if (h5_read_attr_double(f, "lr", &g->lr) < 0 || h5_read_attr_double(f, "beta1", &g->beta1) < 0 ||
         h5_read_attr_double(f, "beta2", &g->beta2) < 0 || h5_read_attr_double(f, "eps", &g->eps) < 0)
         rc = -1;
@@ -433,10 +442,13 @@ static void test_ten_steps(void **state)
         double d = fabs(loss - g->losses[s]);
         /* rounding compounds through the steps: a few float32 ulps of the
          * logits more per step (absolute once the loss falls below 1: a small
-         * loss does not make the logits' rounding small) */
-        double tol = 1e-6 * (s + 1) * fmax(fabs(g->losses[s]), 1.0);
-        printf("  step %2d  loss %.7f  PyTorch %.7f  |diff| %.2e  tolerance %.2e\n", s, loss,
-               g->losses[s], d, tol);
+         * loss does not make the logits' rounding small), or, where the
+         * trajectory is chaotic, as far as PyTorch differs from itself under
+         * OpenBLAS's other kernels (the fixture measured it) */
+        double tol = fmax(1e-6 * (s + 1) * fmax(fabs(g->losses[s]), 1.0), g->spread[s]);
+        printf("  step %2d  loss %.7f  PyTorch %.7f  |diff| %.2e  tolerance %.2e (PyTorch's own "
+               "spread %.1e)\n",
+               s, loss, g->losses[s], d, tol, (double)g->spread[s]);
         assert_true(d <= tol);
         worst = fmax(worst, d);
         adam_step(p, m, v, grads, NP, &ac, s + 1);
@@ -453,7 +465,7 @@ static void test_ten_steps(void **state)
         printf("  parameters after ten steps: max |diff| %.3e (rounding, compounded)\n", drift);
         if (g->net.nbuffers) {
             check_vs("running statistics after ten steps", buf, g->state10_buf,
-                     g->net.nbuffer_floats, 5e-3, 1e-6);
+                     g->net.nbuffer_floats, 5e-3, 1e-6 + g->spread_running);
             for (int b = 0; b < g->net.nbatchnorm; b++) {
                 printf("  num_batches_tracked %lld  PyTorch %lld\n", (long long)batches[b],
                        (long long)g->state10_batches[b]);
@@ -465,7 +477,7 @@ static void test_ten_steps(void **state)
         const PassInfo eval = {0, 0, 0, 0};
         model_forward(ws, p, buf, g->x, NULL, g->n, NULL, &eval);
         check_vs("evaluation logits after ten steps", model_logits(ws, 0), g->eval_logits,
-                 (size_t)g->n * 10, 1e-3, 1e-4);
+                 (size_t)g->n * 10, 1e-3, 1e-4 + g->spread_eval);
         workspace_free(ws);
     }
     free(buf);
@@ -495,7 +507,15 @@ int main(int argc, char **argv)
         FIXTURE_TESTS(G_BN),
         FIXTURE_TESTS(G_CONV),
     };
-    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    /* both engines held to PyTorch, so to each other: dpcnn's own kernels
+     * (native) and OpenBLAS's sgemm (--kernels openblas) */
+    int rc = 0;
+    for (int e = 0; e < 2; e++) {
+        const char *engine = e == 0 ? "native" : "openblas";
+        engine_select(engine);
+        printf("==== the %s engine\n", engine);
+        rc |= _cmocka_run_group_tests(engine, tests, sizeof tests / sizeof tests[0], NULL, NULL);
+    }
     dist_finalize(g_dist);
     MPI_Finalize();
     return rc;

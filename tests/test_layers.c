@@ -17,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include "dpcnn/isa.h"
 #include "dpcnn/layers.h"
 #include "testutil.h"
 
@@ -121,13 +122,13 @@ static void conv_case(int n, int C, int H, int W, int F, int K, int S, int P, in
           *dyf = to_float(c.dy, ny), *yf = ffilled(ny, NAN); /* all overwritten */
     float *fwd_scratch = falloc(conv2d_forward_floats(&c.cs));
     float *bwd_scratch = falloc(conv2d_backward_floats(&c.cs));
-    conv2d_forward(yf, fwd_scratch, xf, wf, bf, n, &c.cs);
+    engine_current()->conv2d_forward(yf, fwd_scratch, xf, wf, bf, n, &c.cs);
     /* each output sums C*K*K products of magnitude <= 0.5: a few ulps of that */
     check_close("fast forward y", yf, c.y, ny, 1e-5, 1e-6);
 
     /* backward adds: start from known non-zero values */
     float *dxf = ffilled(nx, 0.25f), *dwf = ffilled(nw, 0.5f), *dbf = ffilled(F, -1.0f);
-    conv2d_backward(want_dx ? dxf : NULL, dwf, bias ? dbf : NULL, bwd_scratch, dyf, xf, wf, n,
+    engine_current()->conv2d_backward(want_dx ? dxf : NULL, dwf, bias ? dbf : NULL, bwd_scratch, dyf, xf, wf, n,
                     &c.cs);
     if (want_dx) {
         check_added("fast backward dx (added)", dxf, dx, 0.25, nx, 1e-5, 1e-6);
@@ -522,7 +523,7 @@ static void conv_pool_case(int n, int C, int H, int W, int F, int K, int S, int 
     float *c = falloc(nc), *y = falloc(ny), *dy = falloc(ny);
     int32_t *arg = calloc(ny, sizeof(int32_t));
     float *fwd = falloc(conv2d_forward_floats(&cs)), *bwd = falloc(conv2d_backward_floats(&cs));
-    conv2d_forward(c, fwd, x, w, bias ? b : NULL, n, &cs);
+    engine_current()->conv2d_forward(c, fwd, x, w, bias ? b : NULL, n, &cs);
     relu_maxpool_forward(y, arg, c, n, &ps);
     size_t positive = 0, border = 0, repeated = 0;
     for (size_t i = 0; i < ny; i++) {
@@ -547,10 +548,10 @@ static void conv_pool_case(int n, int C, int H, int W, int F, int K, int S, int 
     float *dc = falloc(nc), *dx1 = ffilled(nx, 0.25f), *dw1 = ffilled(nw, 0.5f),
           *db1 = ffilled(F, -1.0f);
     relu_maxpool_backward(dc, dy, y, arg, n, &ps);
-    conv2d_backward(want_dx ? dx1 : NULL, dw1, bias ? db1 : NULL, bwd, dc, x, w, n, &cs);
+    engine_current()->conv2d_backward(want_dx ? dx1 : NULL, dw1, bias ? db1 : NULL, bwd, dc, x, w, n, &cs);
     /* winners only */
     float *dx2 = ffilled(nx, 0.25f), *dw2 = ffilled(nw, 0.5f), *db2 = ffilled(F, -1.0f);
-    conv_pool_backward(want_dx ? dx2 : NULL, dw2, bias ? db2 : NULL, dy, y, arg, x, w, n, &cs,
+    engine_current()->conv_pool_backward(want_dx ? dx2 : NULL, dw2, bias ? db2 : NULL, dy, y, arg, x, w, n, &cs,
                        &ps);
     double *ref = dalloc(nx > nw ? nx : nw);
     for (size_t i = 0; i < nw; i++)
@@ -679,10 +680,12 @@ static void lin_case(int n, int I, int O, int bias)
 
     float *xf = to_float(l.x, nx), *wf = to_float(l.w, nw), *bf = bias ? to_float(l.b, O) : NULL,
           *dyf = to_float(l.dy, ny), *yf = ffilled(ny, 123.0f);
-    linear_forward(yf, xf, wf, bf, n, I, O);
+    float *lin_scratch = falloc(linear_scratch_floats(n, I, O));
+    engine_current()->linear_forward(yf, lin_scratch, xf, wf, bf, n, I, O);
+    free(lin_scratch);
     check_close("fast forward y", yf, l.y, ny, 1e-5, 1e-6);
     float *dxf = ffilled(nx, -0.5f), *dwf = ffilled(nw, 1.0f), *dbf = ffilled(O, 0.25f);
-    linear_backward(dxf, dwf, bias ? dbf : NULL, dyf, xf, wf, n, I, O);
+    engine_current()->linear_backward(dxf, dwf, bias ? dbf : NULL, dyf, xf, wf, n, I, O);
     check_added("fast backward dx (added)", dxf, dx, -0.5, nx, 1e-5, 1e-6);
     check_added("fast backward dw (added)", dwf, dw, 1.0, nw, 1e-5, 1e-6);
     check_added(bias ? "fast backward db (added)" : "db untouched", dbf, db, 0.25, O, 1e-5,
@@ -1006,5 +1009,25 @@ int main(void)
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_softmax_xent),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    /* the convolutions and linear layers in both engines (layers.h), the
+     * native one on every kernel path this CPU has (isa.h): each against the
+     * double references */
+    int rc = 0;
+    static const char *const runs[][2] = {
+        {"native", "avx512"}, {"native", "avx2"}, {"native", "generic"}, {"openblas", ""}};
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+        if (runs[r][1][0]) {
+            setenv("DPCNN_ISA", runs[r][1], 1);
+            if (isa_select_again() < 0) {
+                printf("==== the %s path: not on this CPU\n", runs[r][1]);
+                continue;
+            }
+        }
+        engine_select(runs[r][0]);
+        char name[64];
+        snprintf(name, sizeof name, "%s %s", runs[r][0], runs[r][1]);
+        printf("==== the %s engine%s%s\n", runs[r][0], runs[r][1][0] ? ", path " : "", runs[r][1]);
+        rc |= _cmocka_run_group_tests(name, tests, sizeof tests / sizeof tests[0], NULL, NULL);
+    }
+    return rc;
 }

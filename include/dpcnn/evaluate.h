@@ -14,6 +14,7 @@ typedef struct {
     const char *csv;       /* where to write the confusion matrix, or NULL */
     const char *model;     /* --model, for a weights file without a network, or NULL */
     const char *normalize; /* --normalize, likewise, or NULL */
+    const char *kernels;   /* --kernels, or NULL (native) */
     size_t test_limit;
     int threads, micro_batch;
     double hang_timeout; /* seconds without progress before the job is ended */

@@ -35,16 +35,25 @@ typedef struct {
 /* Fill OH, OW; 0, or -1 if the kernel does not fit (H + 2P < K, ...) or a size is
  * not positive (P may be 0). */
 int conv_shape(ConvShape *c);
-/* Scratch for conv2d_forward (one sample's im2col, C*K*K x OH*OW) and
- * conv2d_backward (the same: it rebuilds each sample's im2col there, and once
- * dw has used it, overwrites it with the sample's column gradient). */
+/* Scratch for conv2d_forward and conv2d_backward, of either engine (one
+ * sample's unrolled input and its companions, conv2d.c). */
 size_t conv2d_forward_floats(const ConvShape *c);
 size_t conv2d_backward_floats(const ConvShape *c);
+/* The native engine (gemm.h: one fused multiply-add per term, in the
+ * definition's (c,p,q) order) and the OpenBLAS one (im2col + sgemm). */
 void conv2d_forward(float *y, float *scratch, const float *x, const float *w, const float *b,
                     int n, const ConvShape *c);
+void conv2d_forward_blas(float *y, float *scratch, const float *x, const float *w,
+                         const float *b, int n, const ConvShape *c);
 /* dw += ..., db += ... (db may be NULL), dx += ... (dx may be NULL). */
 void conv2d_backward(float *dx, float *dw, float *db, float *scratch, const float *dy,
                      const float *x, const float *w, int n, const ConvShape *c);
+void conv2d_backward_blas(float *dx, float *dw, float *db, float *scratch, const float *dy,
+                          const float *x, const float *w, int n, const ConvShape *c);
+/* One sample unrolled: col[(c,p,q)][(i,j)] = x[c, i*S+p-P, j*S+q-P] (zero in the
+ * padding), [C*K*K, OH*OW]; and its adjoint, dx += col2im(dcol). */
+void conv_im2col(float *col, const float *x, const ConvShape *c);
+void conv_col2im_add(float *dx, const float *dcol, const ConvShape *c);
 void conv2d_forward_ref(double *y, const double *x, const double *w, const double *b, int n,
                         const ConvShape *c);
 void conv2d_backward_ref(double *dx, double *dw, double *db, const double *dy, const double *x,
@@ -97,6 +106,11 @@ void avgpool_backward_ref(double *dx, const double *dy, int n, const PoolShape *
 void conv_pool_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
                         const int32_t *arg, const float *x, const float *w, int n,
                         const ConvShape *c, const PoolShape *p);
+/* The same sums with the product and the sum rounded apart (the OpenBLAS
+ * engine's, as dpcnn computed them before it had its own kernels). */
+void conv_pool_backward_blas(float *dx, float *dw, float *db, const float *dy, const float *y,
+                             const int32_t *arg, const float *x, const float *w, int n,
+                             const ConvShape *c, const PoolShape *p);
 
 /* ---- ReLU (relu.c) ----  y = max(0, x), NaN kept;  dx += dy * [y > 0] */
 void relu_forward(float *y, const float *x, size_t count);
@@ -107,10 +121,15 @@ void relu_backward_ref(double *dx, const double *dy, const double *y, size_t cou
 /* ---- Linear (linear.c) ----
  * x [n,nin], w [nout,nin], b [nout] or NULL -> y [n,nout],  y = x . w^T + b
  * dw += dy^T . x,  db += sum_n dy (db may be NULL),  dx += dy . w (dx may be NULL) */
-void linear_forward(float *y, const float *x, const float *w, const float *b, int n, int nin,
-                    int nout);
+size_t linear_scratch_floats(int n, int nin, int nout);
+void linear_forward(float *y, float *scratch, const float *x, const float *w, const float *b,
+                    int n, int nin, int nout);
+void linear_forward_blas(float *y, float *scratch, const float *x, const float *w,
+                         const float *b, int n, int nin, int nout);
 void linear_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
                      const float *w, int n, int nin, int nout);
+void linear_backward_blas(float *dx, float *dw, float *db, const float *dy, const float *x,
+                          const float *w, int n, int nin, int nout);
 void linear_forward_ref(double *y, const double *x, const double *w, const double *b, int n,
                         int nin, int nout);
 void linear_backward_ref(double *dx, double *dw, double *db, const double *dy, const double *x,
@@ -158,6 +177,33 @@ void dropout_forward(float *y, uint8_t *mask, const float *x, int n, size_t coun
                      uint64_t seed, int layer, int64_t step, uint64_t first_position);
 void dropout_backward(float *dx, const float *dy, const uint8_t *mask, int n, size_t count,
                       double p);
+
+/* ---- The two engines ----
+ * The convolutions and linear layers, whose arithmetic is most of the work,
+ * run in one of two engines: dpcnn's own kernels (native, the default: the
+ * same bits on every x86-64 CPU, gemm.h and isa.h) or OpenBLAS's sgemm
+ * (openblas: as fast or faster for very wide layers; its bits depend on the
+ * OpenBLAS kernel the CPU gets). Every other layer is plain C, the same in
+ * both. */
+typedef struct {
+    const char *name;
+    void (*conv2d_forward)(float *y, float *scratch, const float *x, const float *w,
+                           const float *b, int n, const ConvShape *c);
+    void (*conv2d_backward)(float *dx, float *dw, float *db, float *scratch, const float *dy,
+                            const float *x, const float *w, int n, const ConvShape *c);
+    void (*conv_pool_backward)(float *dx, float *dw, float *db, const float *dy, const float *y,
+                               const int32_t *arg, const float *x, const float *w, int n,
+                               const ConvShape *c, const PoolShape *p);
+    void (*linear_forward)(float *y, float *scratch, const float *x, const float *w,
+                           const float *b, int n, int nin, int nout);
+    void (*linear_backward)(float *dx, float *dw, float *db, const float *dy, const float *x,
+                            const float *w, int n, int nin, int nout);
+} Engine;
+
+extern const Engine engine_native, engine_openblas;
+/* --kernels NAME: native or openblas; -1 with a message for another name. */
+int engine_select(const char *name);
+const Engine *engine_current(void);
 
 /* ---- Softmax cross-entropy (softmax_xent.c) ---- (unchanged)
  * logits z [n,K], labels y [n] -> probs p [n,K] = softmax(z) row-wise;

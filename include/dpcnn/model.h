@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dpcnn/layers.h"
 #include "dpcnn/net.h"
 
 #define MODEL_MAX_CHANNELS 16 /* input channels that --normalize can describe */
@@ -49,6 +50,7 @@ typedef struct Step Step;
  * allocated once, so a training step never allocates. One per worker thread. */
 typedef struct {
     const Net *net;
+    const Engine *engine; /* the convolutions' and linear layers' (layers.h) */
     InputTransform input;
     int max_n;
     Step *steps;

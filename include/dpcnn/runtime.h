@@ -13,8 +13,9 @@ int runtime_threads(int asked, Dist *d, int max_useful);
  * product's bits never depend on how many threads OpenBLAS splits it over. */
 void runtime_blas_single(void);
 
-/* Say which OpenBLAS kernel runs, warn when it is the generic fallback on a
- * CPU that could do better, and when ranks run different kernels (collective). */
-void runtime_report_blas(Dist *d, int threads);
+/* Say which kernels run: dpcnn's own and their path (isa.h), or OpenBLAS and
+ * its kernel, warning when that is the generic fallback on a CPU that could do
+ * better and when ranks run different ones (collective then). */
+void runtime_report_kernels(Dist *d, int threads);
 
 #endif

@@ -31,6 +31,7 @@ typedef struct {
     int checkpoint_every_steps; /* 1: checkpoint_every counts steps; 0: epochs */
     int keep;                  /* keep the newest N checkpoints (0 = all) */
     int threads;         /* worker threads per rank (0 = one per core of this rank) */
+    const char *kernels; /* "native" or "openblas" (layers.h) */
     int check_every;     /* compare replicas every this many steps (0 = at checkpoints only) */
     int quiet;           /* no progress on stdout */
     int launched;        /* started by mpirun or srun: no live line even on a terminal */

@@ -1,0 +1,156 @@
+/* dpcnn's own matrix product and fused multiply-add: the same bits on every
+ * path (plain C, AVX2, AVX-512), the right values (against a double
+ * reference), every shape class (tails in both dimensions, strided and
+ * transposed A, row offsets for B), and the software fma against the
+ * hardware one on millions of operands, the hard cases included. */
+#include "config.h"
+
+#include <float.h>
+#include <stdio.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "dpcnn/gemm.h"
+#include "dpcnn/isa.h"
+#include "dpcnn/rng.h"
+
+static float hw_fma(float a, float b, float c) __attribute__((target("fma")));
+static float hw_fma(float a, float b, float c)
+{
+    return __builtin_fmaf(a, b, c); /* vfmadd231ss with the target attribute */
+}
+
+static float bits_float(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Random operands of every kind: ordinary values, values whose product cancels
+ * the addend, near-ties, subnormals, zeros of both signs, infinities, NaNs. */
+static float operand(Rng *r, int kind)
+{
+    switch (kind) {
+    case 0: return (rng_uniform(r) - 0.5f) * 8.0f;
+    case 1: return bits_float((uint32_t)rng_next(r)); /* any bit pattern */
+    case 2: return bits_float((uint32_t)rng_next(r) & 0x807fffffu); /* subnormals and zeros */
+    default: return ldexpf(1.0f + rng_uniform(r), (int)rng_below(r, 40) - 20);
+    }
+}
+
+static void test_fma_exact(void **state)
+{
+    (void)state;
+    if (!isa_supported(ISA_AVX2)) {
+        printf("  no hardware FMA here to compare with: skipped\n");
+        skip();
+    }
+    Rng r;
+    rng_init(&r, 1, 0, 0);
+    long mismatches = 0, cases = 0;
+    for (long i = 0; i < 4000000; i++) {
+        const int kind = (int)(i % 4);
+        float a = operand(&r, kind), b = operand(&r, kind), c;
+        if (i % 3 == 0) /* c near -a*b: catastrophic cancellation and ties */
+            c = -(float)((double)a * b) * (1.0f + (rng_uniform(&r) - 0.5f) * 1e-6f);
+        else
+            c = operand(&r, kind);
+        const float want = hw_fma(a, b, c), got = fma_exact(a, b, c);
+        cases++;
+        if (memcmp(&want, &got, sizeof got) != 0 && !(isnan(want) && isnan(got)))
+            if (mismatches++ < 5)
+                printf("  fma(%a, %a, %a): hardware %a, software %a\n", a, b, c, want, got);
+    }
+    /* the classic double-rounding case: exactly between two floats after
+     * rounding to double, not before */
+    const float a = 1.0f + 0x1p-12f, b = 1.0f + 0x1p-12f, c = -0x1p-25f;
+    assert_true(fma_exact(a, b, c) == hw_fma(a, b, c));
+    printf("  %ld fused multiply-adds: software and hardware agree bit for bit (%ld differ)\n",
+           cases, mismatches);
+    assert_int_equal(mismatches, 0);
+}
+
+typedef void (*GemmFn)(int, int, int, const float *, ptrdiff_t, ptrdiff_t, const float *,
+                       const ptrdiff_t *, ptrdiff_t, float *, ptrdiff_t);
+
+static void one_shape(int M, int N, int K, int transposed, int offsets)
+{
+    Rng r;
+    rng_init(&r, 2, (uint64_t)M, (uint64_t)(N * 1000 + K));
+    const ptrdiff_t lda = transposed ? M : K, ldb = N + 3, ldc = N + 5;
+    const ptrdiff_t ams = transposed ? 1 : lda, aks = transposed ? lda : 1;
+    float *A = malloc(sizeof(float) * (size_t)(M * K + 1));
+    float *B = malloc(sizeof(float) * (size_t)((K + 2) * ldb));
+    float *C0 = malloc(sizeof(float) * (size_t)(M * ldc));
+    ptrdiff_t *off = malloc(sizeof(ptrdiff_t) * (size_t)K);
+    for (int i = 0; i < M * K; i++)
+        A[i] = rng_uniform(&r) - 0.5f;
+    for (ptrdiff_t i = 0; i < (K + 2) * ldb; i++)
+        B[i] = rng_uniform(&r) - 0.5f;
+    for (ptrdiff_t i = 0; i < M * ldc; i++)
+        C0[i] = rng_uniform(&r) - 0.5f;
+    for (int k = 0; k < K; k++) /* rows of B in a shuffled order, as a convolution reads them */
+        off[k] = (ptrdiff_t)((k * 7 + 3) % (K + 2)) * ldb;
+    const ptrdiff_t *boff = offsets ? off : NULL;
+    static const GemmFn paths[3] = {gemm_acc_generic, gemm_acc_avx2, gemm_acc_avx512};
+    float *got[3];
+    for (int p = 0; p < 3; p++) {
+        got[p] = malloc(sizeof(float) * (size_t)(M * ldc));
+        memcpy(got[p], C0, sizeof(float) * (size_t)(M * ldc));
+        if (isa_supported((Isa)p))
+            paths[p](M, N, K, A, ams, aks, B, boff, ldb, got[p], ldc);
+    }
+    double maxdiff = 0;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double want = C0[m * ldc + n];
+            for (int k = 0; k < K; k++)
+                want += (double)A[m * ams + k * aks] * B[(boff ? boff[k] : k * ldb) + n];
+            maxdiff = fmax(maxdiff, fabs(want - got[0][m * ldc + n]));
+        }
+    /* K float roundings of sums of terms below 1/4 each, at most */
+    assert_true(maxdiff <= 1e-7 * (K + 1));
+    for (int p = 1; p < 3; p++)
+        if (isa_supported((Isa)p)) /* every element, the padding between rows too */
+            assert_memory_equal(got[p], got[0], sizeof(float) * (size_t)(M * ldc));
+    for (int p = 0; p < 3; p++)
+        free(got[p]);
+    free(A);
+    free(B);
+    free(C0);
+    free(off);
+}
+
+static void test_gemm_paths(void **state)
+{
+    (void)state;
+    static const int Ms[] = {1, 5, 6, 7, 13, 120};
+    static const int Ns[] = {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100};
+    static const int Ks[] = {1, 2, 25, 150};
+    int shapes = 0;
+    for (size_t i = 0; i < sizeof Ms / sizeof Ms[0]; i++)
+        for (size_t j = 0; j < sizeof Ns / sizeof Ns[0]; j++)
+            for (size_t k = 0; k < sizeof Ks / sizeof Ks[0]; k++) {
+                one_shape(Ms[i], Ns[j], Ks[k], (int)((i + j) % 2), (int)((j + k) % 2));
+                shapes++;
+            }
+    printf("  %d shapes: plain C%s%s give the same bits, within rounding of double\n", shapes,
+           isa_supported(ISA_AVX2) ? ", AVX2" : "", isa_supported(ISA_AVX512) ? ", AVX-512" : "");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fma_exact),
+        cmocka_unit_test(test_gemm_paths),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
