@@ -50,7 +50,8 @@ static inline __attribute__((always_inline)) void axpy_row(float *restrict acc,
         const float *x, const float *w, int n, const ConvShape *c, const PoolShape *p
 #define PASS dx, dw, db, dy, y, arg, x, w, n, c, p
 
-/* conv_pool_fma.c */
+/* conv_pool_fma.c: the AVX2 + FMA code serves the AVX-512 path too (rows of
+ * 3 or 5 gain nothing from wider vectors) */
 void conv_pool_backward_fma(ARGS);
 
 void conv_pool_backward(ARGS)

@@ -52,6 +52,11 @@ backward(float *dx, float *dw, float *db, const float *dy, const float *y, const
     const int direct = R > ACC_FLOATS;
     int32_t at[WINNERS_AT_ONCE];
     float gs[WINNERS_AT_ONCE], local[ACC_FLOATS];
+    /* a winner's row is its offset / OW: by multiplying with ceil(2^32 / OW),
+     * exact while offsets and OW stay below 2^16 (a division per winner was
+     * a good part of the time) */
+    const int small = OW < 65536 && cs->OH * OW < 65536;
+    const uint64_t magic = ((UINT64_C(1) << 32) + (uint64_t)OW - 1) / (uint64_t)OW;
     for (int s = 0; s < n; s++) {
         const float *xs = x + (size_t)s * C * H * W;
         float *dxs = dx ? dx + (size_t)s * C * H * W : NULL;
@@ -69,7 +74,8 @@ backward(float *dx, float *dw, float *db, const float *dy, const float *y, const
                                      imin(WINNERS_AT_ONCE, pooled - k0));
                 for (int e = 0; e < m; e++) {
                     const float g = gs[e];
-                    const int u0 = at[e] / OW * S - P, v0 = at[e] % OW * S - P;
+                    const int row = small ? (int)(((uint64_t)at[e] * magic) >> 32) : at[e] / OW;
+                    const int u0 = row * S - P, v0 = (at[e] - row * OW) * S - P;
                     dbf += g;
                     if (P == 0 || (u0 >= 0 && v0 >= 0 && u0 + K <= H && v0 + K <= W)) {
                         /* the whole window is inside the plane */

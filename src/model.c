@@ -155,10 +155,16 @@ Workspace *workspace_create(const Net *net, const InputTransform *input, int max
         if (s->kind == S_FLATTEN)
             alias[s->layer + 1] = 1;
     }
-    /* grad[i] is needed once a layer with parameters lies before layer i */
+    /* grad[i] is needed where a step begins (or at the logits) once a layer
+     * with parameters lies before layer i; inside a fused step no gradient
+     * is ever formed */
+    int step_begins[NET_MAX_LAYERS + 1] = {0};
+    for (int k = 0; k < ws->nsteps; k++)
+        step_begins[ws->steps[k].layer] = 1;
+    step_begins[L] = 1;
     int params_before = 0;
     for (int i = 0; i <= L; i++) {
-        need_grad[i] = params_before && need_act[i];
+        need_grad[i] = params_before && step_begins[i];
         if (i < L && net->layers[i].first_tensor >= 0)
             params_before = 1;
     }

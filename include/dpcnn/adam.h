@@ -2,7 +2,8 @@
  *   m = b1 m + (1-b1) g            v = b2 v + (1-b2) g^2
  *   p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
  * The bias corrections are computed in double and rounded to float once, as
- * PyTorch's Python scalars are; eps is added after the square root. */
+ * PyTorch's Python scalars are (b^t by squaring, not the C library's pow);
+ * eps is added after the square root. */
 #ifndef DPCNN_ADAM_H
 #define DPCNN_ADAM_H
 
