@@ -9,13 +9,15 @@
 #include "dpcnn/idx.h"
 #include "dpcnn/model.h"
 
-/* Fill buf with exactly n bytes; gzread reads plain files too. */
-static int read_exact(gzFile f, const char *path, void *buf, size_t n, const char *what)
+/* Fill buf[from..to) of `what`, which takes total bytes; gzread reads plain
+ * files too. */
+static int read_range(gzFile f, const char *path, uint8_t *buf, size_t from, size_t to,
+                      size_t total, const char *what)
 {
-    size_t got = 0;
-    while (got < n) {
-        unsigned chunk = (unsigned)(n - got > (1u << 30) ? (1u << 30) : n - got);
-        int r = gzread(f, (char *)buf + got, chunk);
+    size_t got = from;
+    while (got < to) {
+        unsigned chunk = (unsigned)(to - got > (1u << 30) ? (1u << 30) : to - got);
+        int r = gzread(f, buf + got, chunk);
         if (r < 0) {
             int zerr;
             const char *msg = gzerror(f, &zerr);
@@ -26,10 +28,41 @@ static int read_exact(gzFile f, const char *path, void *buf, size_t n, const cha
         }
         if (r == 0)
             return err_set("%s: truncated: %s should take %zu bytes but the file ends after %zu",
-                           path, what, n, got);
+                           path, what, total, got);
         got += (size_t)r;
     }
     return 0;
+}
+
+static int read_exact(gzFile f, const char *path, void *buf, size_t n, const char *what)
+{
+    return read_range(f, path, buf, 0, n, n, what);
+}
+
+/* The n bytes of `what` in a new buffer, or NULL. The buffer grows with the
+ * data read (from 1 MiB, doubling) instead of trusting the header: a 12-byte
+ * file that claims 4 billion labels costs 1 MiB and a "truncated" message, not
+ * a 4 GB allocation and "out of memory". */
+static uint8_t *read_items(gzFile f, const char *path, size_t n, const char *what)
+{
+    uint8_t *p = NULL;
+    size_t have = 0;
+    while (have < n) {
+        size_t want = have ? (have < n - have ? 2 * have : n) : (n < (1u << 20) ? n : (1u << 20));
+        uint8_t *grown = realloc(p, want);
+        if (!grown) {
+            free(p);
+            err_set("%s: out of memory for %s (%zu bytes)", path, what, n);
+            return NULL;
+        }
+        p = grown;
+        if (read_range(f, path, p, have, want, n, what) < 0) {
+            free(p);
+            return NULL;
+        }
+        have = want;
+    }
+    return p;
 }
 
 /* Open, check the magic for unsigned bytes in `ndim` dimensions, read dims. */
@@ -97,13 +130,8 @@ int idx_read_images(const char *path, uint8_t **pixels, size_t *count)
         gzclose(f);
         return err_set("%s: holds no images", path);
     }
-    size_t bytes = (size_t)dims[0] * MODEL_IMAGE_PIXELS;
-    uint8_t *p = malloc(bytes);
-    if (!p) {
-        gzclose(f);
-        return err_set("%s: out of memory for %u images", path, dims[0]);
-    }
-    if (read_exact(f, path, p, bytes, "the pixels") < 0 || expect_end(f, path) < 0) {
+    uint8_t *p = read_items(f, path, (size_t)dims[0] * MODEL_IMAGE_PIXELS, "the pixels");
+    if (!p || expect_end(f, path) < 0) {
         free(p);
         gzclose(f);
         return -1;
@@ -124,12 +152,8 @@ int idx_read_labels(const char *path, uint8_t **labels, size_t *count, int num_c
         gzclose(f);
         return err_set("%s: holds no labels", path);
     }
-    uint8_t *p = malloc(n);
-    if (!p) {
-        gzclose(f);
-        return err_set("%s: out of memory for %u labels", path, n);
-    }
-    if (read_exact(f, path, p, n, "the labels") < 0 || expect_end(f, path) < 0) {
+    uint8_t *p = read_items(f, path, n, "the labels");
+    if (!p || expect_end(f, path) < 0) {
         free(p);
         gzclose(f);
         return -1;
