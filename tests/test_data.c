@@ -242,6 +242,10 @@ static void test_h5_bad(void **state)
     write_raw("count.h5", 28, 3, 0, 0);
     expect_error(dataset_open(&ds, path_of("count.h5")), "4 images but");
 
+    write_raw("unsummed.h5", 28, 4, 0, 0); /* right in all but the checksums */
+    expect_error(dataset_open(&ds, path_of("unsummed.h5")),
+                 "/train/images has no Fletcher-32 checksums");
+
     write_raw("missing.h5", 28, 4, 0, 1);
     expect_error(dataset_open(&ds, path_of("missing.h5")), "/test/images or /test/labels is missing");
 
