@@ -221,10 +221,19 @@ int checkpoint_save(const char *path, const float *params, const float *adam_m,
     return h5_close_commit(f, rc, tmp, path);
 }
 
+/* The reason err_get() holds, as an incomplete checkpoint's. Copied first:
+ * err_set writes the very buffer err_get() returns. */
+static int incomplete(const char *path)
+{
+    char why[1024];
+    snprintf(why, sizeof why, "%s", err_get());
+    return err_set("%s: not a complete dpcnn checkpoint: %s", path, why);
+}
+
 static int read_ll(hid_t f, const char *path, const char *name, long long *v)
 {
     if (h5_read_attr_int64(f, name, v) < 0)
-        return err_set("%s: not a complete dpcnn checkpoint: %s", path, err_get());
+        return incomplete(path);
     return 0;
 }
 
@@ -309,7 +318,7 @@ int checkpoint_load(const char *path, float *params, float *adam_m, float *adam_
         h5_read_attr_string(f, "data_fingerprint", rs->data_fingerprint,
                             sizeof rs->data_fingerprint) < 0 ||
         h5_read_attr_string(f, "digest", stored, sizeof stored) < 0) {
-        rc = err_set("%s: not a complete dpcnn checkpoint: %s", path, err_get());
+        rc = incomplete(path);
         goto out;
     }
     char dg[32];

@@ -6,7 +6,7 @@
  * ordinary compiler (make check replays tests/fuzz/regress and the seeds).
  *
  * The contract: a reader either succeeds with a fully validated result, or
- * returns -1 with a message that names the file; nothing else. A broken
+ * returns -1 with a message that names the file (once); nothing else. A broken
  * contract aborts with the reason, so both builds report it as a crash. */
 #ifndef DPCNN_FUZZ_H
 #define DPCNN_FUZZ_H
@@ -39,7 +39,7 @@ const char *fuzz_file(int k, const uint8_t *data, size_t size);
 /* Forget the last message, so a failure must set its own. */
 void fuzz_clear_error(void);
 
-/* rc is 0, or -1 with a message (err_get) that names the file. With
+/* rc is 0, or -1 with a message (err_get) that names the file, once. With
  * FUZZ_VERBOSE set, prints the outcome. */
 void fuzz_check_outcome(int rc, const char *what, const char *path);
 

@@ -82,7 +82,10 @@ void fuzz_check_outcome(int rc, const char *what, const char *path)
         return;
     const char *msg = err_get();
     FUZZ_CHECK(strcmp(msg, "unknown error") != 0, "%s failed without a message", what);
-    FUZZ_CHECK(strstr(msg, path) != NULL, "%s failed with a message that does not name %s: %s",
+    const char *at = strstr(msg, path);
+    FUZZ_CHECK(at != NULL, "%s failed with a message that does not name %s: %s", what, path, msg);
+    /* once: twice is a message mangled by being built from itself */
+    FUZZ_CHECK(strstr(at + 1, path) == NULL, "%s failed with a message naming %s twice: %s",
                what, path, msg);
     count_message(what, msg, path);
 }
