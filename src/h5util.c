@@ -83,16 +83,28 @@ int h5_write_attr_int64(hid_t obj, const char *name, long long value)
     return write_attr(obj, name, H5T_NATIVE_LLONG, &value);
 }
 
+/* H5Aread writes every element of the attribute: one that is not a single
+ * value would overflow the caller's variable (found by tests/fuzz). */
+static int check_single(hid_t a, const char *name)
+{
+    hid_t s = H5Aget_space(a);
+    hssize_t n = s >= 0 ? H5Sget_simple_extent_npoints(s) : -1;
+    if (s >= 0)
+        H5Sclose(s);
+    return n == 1 ? 0 : err_set("attribute %s is not a single value", name);
+}
+
 static int read_attr(hid_t obj, const char *name, hid_t memtype, void *value)
 {
     if (H5Aexists(obj, name) <= 0)
         return err_set("attribute %s is missing", name);
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-    int rc = (a >= 0 && H5Aread(a, memtype, value) >= 0) ? 0 : -1;
-    if (rc < 0)
-        err_set("cannot read attribute %s: %s", name, h5_error_text());
-    if (a >= 0)
-        H5Aclose(a);
+    if (a < 0)
+        return err_set("cannot read attribute %s: %s", name, h5_error_text());
+    int rc = check_single(a, name);
+    if (rc == 0 && H5Aread(a, memtype, value) < 0)
+        rc = err_set("cannot read attribute %s: %s", name, h5_error_text());
+    H5Aclose(a);
     return rc;
 }
 
@@ -113,6 +125,10 @@ int h5_read_attr_string(hid_t obj, const char *name, char *buf, size_t n)
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
     if (a < 0)
         return err_set("cannot open attribute %s: %s", name, h5_error_text());
+    if (check_single(a, name) < 0) {
+        H5Aclose(a);
+        return -1;
+    }
     hid_t ft = H5Aget_type(a);
     int rc = 0;
     if (H5Tget_class(ft) != H5T_STRING) {
