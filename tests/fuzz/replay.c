@@ -3,10 +3,15 @@
  * other in one process (so state one input leaves behind meets the next).
  * A broken contract aborts inside the harness; make check builds this with
  * AddressSanitizer and UndefinedBehaviorSanitizer where the compiler has them,
- * so memory errors and leaks fail too. */
+ * so memory errors and leaks fail too, and libFuzzer's memory limit is checked
+ * here after each input. */
 #include "config.h"
 
+#include <sys/resource.h>
+
 #include "fuzz.h"
+
+#define RSS_LIMIT_MB 2048
 
 static uint8_t *slurp(const char *path, size_t *size)
 {
@@ -58,6 +63,14 @@ int main(int argc, char **argv)
         free(data);
         if (rc != 0) {
             fprintf(stderr, "%s: the harness returned %d\n", argv[i], rc);
+            return 1;
+        }
+        /* as libFuzzer's -rss_limit_mb: reading a small file must not take 2 GB */
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        if (ru.ru_maxrss > RSS_LIMIT_MB * 1024L) {
+            fprintf(stderr, "%s: the process grew to %ld MB (limit %d MB)\n", argv[i],
+                    ru.ru_maxrss / 1024, RSS_LIMIT_MB);
             return 1;
         }
     }
