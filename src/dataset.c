@@ -129,22 +129,33 @@ static int check_array(const Dataset *ds, hid_t d, const char *name, int want_nd
     return 0;
 }
 
-/* Fletcher-32 is what makes a damaged chunk an error. Without a filter,
- * HDF5 1.10 also trusts a chunk's stored size: one stored shorter than the
- * chunk is read past its end (found by tests/fuzz). */
-static int check_summed(const Dataset *ds, int split)
+/* How the arrays are stored, checked before any is read: Fletcher-32 on
+ * every chunk (what makes a damaged chunk an error), and no chunk larger than
+ * its array. HDF5 1.10 trusts both: it reads an unfiltered chunk stored shorter
+ * than the chunk past its end, and crashes in H5Dread on a chunk shape larger
+ * than the array (both found by tests/fuzz). */
+static int check_storage(const Dataset *ds, int split)
 {
     for (int which = 0; which < 2; which++) {
+        const char *name = which ? "labels" : "images";
+        int nd = which ? 1 : 3;
+        hsize_t most[3] = {ds->count[split], MODEL_IMAGE_SIDE, MODEL_IMAGE_SIDE}, chunk[3];
         hid_t dcpl = H5Dget_create_plist(which ? ds->labels[split] : ds->images[split]);
         unsigned flags;
         int summed = dcpl >= 0 && H5Pget_filter_by_id2(dcpl, H5Z_FILTER_FLETCHER32, &flags,
                                                        NULL, NULL, 0, NULL, NULL) >= 0;
+        int fits = summed && H5Pget_chunk(dcpl, 3, chunk) == nd;
+        for (int k = 0; fits && k < nd; k++)
+            fits = chunk[k] >= 1 && chunk[k] <= most[k];
         if (dcpl >= 0)
             H5Pclose(dcpl);
         if (!summed)
             return err_set("%s: /%s/%s has no Fletcher-32 checksums (make the file with "
                            "dpcnn-prepare)",
-                           ds->path, split_names[split], which ? "labels" : "images");
+                           ds->path, split_names[split], name);
+        if (!fits)
+            return err_set("%s: /%s/%s is stored in chunks larger than itself (damaged?)",
+                           ds->path, split_names[split], name);
     }
     return 0;
 }
@@ -197,7 +208,7 @@ int dataset_open(Dataset *ds, const char *path)
         ds->count[i] = ni;
     }
     for (int i = 0; i < 2; i++)
-        if (check_summed(ds, i) < 0)
+        if (check_storage(ds, i) < 0)
             goto fail;
     if (h5_read_attr_string(ds->file, "fingerprint", ds->fingerprint, sizeof ds->fingerprint) < 0)
         snprintf(ds->fingerprint, sizeof ds->fingerprint, "unknown");
