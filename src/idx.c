@@ -9,6 +9,14 @@
 #include "dpcnn/idx.h"
 #include "dpcnn/model.h"
 
+/* zlib's message for f, without the "path: " it starts with (ours names it). */
+static const char *gz_reason(gzFile f, const char *path, int *zerr)
+{
+    const char *msg = gzerror(f, zerr);
+    size_t n = strlen(path);
+    return strncmp(msg, path, n) == 0 && strncmp(msg + n, ": ", 2) == 0 ? msg + n + 2 : msg;
+}
+
 /* Fill buf[from..to) of `what`, which takes total bytes; gzread reads plain
  * files too. */
 static int read_range(gzFile f, const char *path, uint8_t *buf, size_t from, size_t to,
@@ -20,7 +28,7 @@ static int read_range(gzFile f, const char *path, uint8_t *buf, size_t from, siz
         int r = gzread(f, buf + got, chunk);
         if (r < 0) {
             int zerr;
-            const char *msg = gzerror(f, &zerr);
+            const char *msg = gz_reason(f, path, &zerr);
             if (zerr == Z_BUF_ERROR)
                 return err_set("%s: truncated: the compressed stream ends inside %s", path,
                                what);
@@ -109,7 +117,8 @@ static int expect_end(gzFile f, const char *path)
     int r = gzread(f, &extra, 1);
     if (r < 0) {
         int zerr;
-        return err_set("%s: corrupt compressed data at the end: %s", path, gzerror(f, &zerr));
+        return err_set("%s: corrupt compressed data at the end: %s", path,
+                       gz_reason(f, path, &zerr));
     }
     if (r > 0)
         return err_set("%s: data continues past the size its header gives", path);
