@@ -58,14 +58,26 @@ for h in "$@"; do
     echo "fuzz: $h: ${runs:-0} cases, corpus $(ls "$W/corpus/$h" | wc -l)," \
         "oom/timeout/crash ${counts:-0/0/0}${new:+, FOUND:}"
     [ "$rc" -eq 0 ] || { echo "fuzz: $h: libFuzzer ended with status $rc"; found=1; }
-    for f in $new; do
+    # Each new input replayed alone for its report: the kind and the first
+    # frames of dpcnn or HDF5. One line per kind, with how many inputs and the
+    # smallest of them (inputs sorted by size; the input's path made FILE).
+    : >"$scratch/kinds"
+    # shellcheck disable=SC2086 # new is a list of file names
+    for f in $(if [ -n "$new" ]; then cd "$F" && ls -S -r $new; fi); do
         found=1
-        # replay it alone for its report: the kind and the first frames of dpcnn or HDF5
         "tests/fuzz/fuzz_$h" -timeout=20 -rss_limit_mb=2048 $opts "$F/$f" >"$F/$f.log" 2>&1 || true
-        what=$(grep -m 1 -E '^SUMMARY: |ERROR: libFuzzer: |contract broken' "$F/$f.log" | cut -c1-160)
+        what=$(grep -m 1 -E '^SUMMARY: |ERROR: libFuzzer: |contract broken' "$F/$f.log" |
+            sed "s|$scratch/dpcnn-fuzz-input-[A-Za-z0-9]*|FILE|g" | cut -c1-160)
         where=$(grep -E '^ *#[0-9]+ .* in (H5|[a-z_]+ /)' "$F/$f.log" | grep -v LLVMFuzzer |
             head -n 3 | sed 's/.* in \([^ ]*\).*/\1/' | tr '\n' ' ')
-        echo "fuzz: $h:   $F/$f: ${what:-no longer reproduces alone (see $W/$h.log)}${where:+ at $where}"
+        echo "${what:-no longer fails alone (see $W/$h.log)}${where:+ at $where}|$f" \
+            >>"$scratch/kinds"
+    done
+    awk -F'|' '!($1 in n) { order[++k] = $1; first[$1] = $2 } { n[$1]++ }
+        END { for (i = 1; i <= k; i++) printf "%d|%s|%s\n", n[order[i]], order[i], first[order[i]] }' \
+        "$scratch/kinds" | sort -t'|' -k1,1nr | while IFS='|' read -r n kind example; do
+        echo "fuzz: $h:   $n x $kind"
+        echo "fuzz: $h:       e.g. $F/$example"
     done
 done
 exit $found
