@@ -14,7 +14,6 @@
 #include <hdf5.h>
 
 #include "dpcnn/dataset.h"
-#include "dpcnn/error.h"
 #include "dpcnn/model.h"
 #include "fuzz.h"
 

@@ -11,7 +11,6 @@
 
 #include <zlib.h>
 
-#include "dpcnn/error.h"
 #include "dpcnn/idx.h"
 #include "dpcnn/model.h"
 #include "fuzz.h"
