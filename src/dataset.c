@@ -358,6 +358,44 @@ static int read_digests(Dataset *ds, int i)
     return rc;
 }
 
+/* How the arrays are stored, checked before any is read: Fletcher-32 on
+ * every chunk (what makes a damaged chunk an error), and no chunk larger than
+ * its array. HDF5 1.10 trusts both: it reads an unfiltered chunk stored shorter
+ * than the chunk past its end, and crashes in H5Dread on a chunk shape larger
+ * than the array (both found by tests/fuzz). */
+static int check_storage(const Dataset *ds, int split)
+{
+    for (int which = 0; which < 2; which++) {
+        const char *name = which ? "labels" : "images";
+        const int nd = which ? 1 : ds->shape.ndim;
+        hsize_t most[4] = {ds->count[split], 0, 0, 0}, chunk[4];
+        if (!which) { /* the image's sides, as stored */
+            int k = 1;
+            if (nd == 4)
+                most[k++] = (hsize_t)ds->shape.channels;
+            most[k++] = (hsize_t)ds->shape.height;
+            most[k++] = (hsize_t)ds->shape.width;
+        }
+        hid_t dcpl = H5Dget_create_plist(which ? ds->labels[split] : ds->images[split]);
+        unsigned flags;
+        int summed = dcpl >= 0 && H5Pget_filter_by_id2(dcpl, H5Z_FILTER_FLETCHER32, &flags,
+                                                       NULL, NULL, 0, NULL, NULL) >= 0;
+        int fits = summed && H5Pget_chunk(dcpl, 4, chunk) == nd;
+        for (int k = 0; fits && k < nd; k++)
+            fits = chunk[k] >= 1 && chunk[k] <= most[k];
+        if (dcpl >= 0)
+            H5Pclose(dcpl);
+        if (!summed)
+            return err_set("%s: /%s/%s has no Fletcher-32 checksums (make the file with "
+                           "dpcnn-prepare)",
+                           ds->path, split_names[split], name);
+        if (!fits)
+            return err_set("%s: /%s/%s is stored in chunks larger than itself (damaged?)",
+                           ds->path, split_names[split], name);
+    }
+    return 0;
+}
+
 int dataset_open(Dataset *ds, const char *path)
 {
     h5_quiet();
@@ -424,6 +462,9 @@ int dataset_open(Dataset *ds, const char *path)
     ds->sample_bytes = data_sample_bytes(&ds->shape);
     if (read_classes(ds) < 0)
         goto fail;
+    for (int i = 0; i < 2; i++)
+        if (check_storage(ds, i) < 0)
+            goto fail;
     for (int i = 0; i < 2; i++) {
         char in[32], ln[32];
         snprintf(in, sizeof in, "/%s/images", split_names[i]);

@@ -9,16 +9,26 @@
 #include "dpcnn/fsutil.h"
 #include "dpcnn/idx.h"
 
-/* Fill buf with exactly n bytes; gzread reads plain files too. */
-static int read_exact(gzFile f, const char *path, void *buf, size_t n, const char *what)
+/* zlib's message for f, without the "path: " it starts with (ours names it). */
+static const char *gz_reason(gzFile f, const char *path, int *zerr)
 {
-    size_t got = 0;
-    while (got < n) {
-        unsigned chunk = (unsigned)(n - got > (1u << 30) ? (1u << 30) : n - got);
-        int r = gzread(f, (char *)buf + got, chunk);
+    const char *msg = gzerror(f, zerr);
+    size_t n = strlen(path);
+    return strncmp(msg, path, n) == 0 && strncmp(msg + n, ": ", 2) == 0 ? msg + n + 2 : msg;
+}
+
+/* Fill buf[from..to) of `what`, which takes total bytes; gzread reads plain
+ * files too. */
+static int read_range(gzFile f, const char *path, uint8_t *buf, size_t from, size_t to,
+                      size_t total, const char *what)
+{
+    size_t got = from;
+    while (got < to) {
+        unsigned chunk = (unsigned)(to - got > (1u << 30) ? (1u << 30) : to - got);
+        int r = gzread(f, buf + got, chunk);
         if (r < 0) {
             int zerr;
-            const char *msg = gzerror(f, &zerr);
+            const char *msg = gz_reason(f, path, &zerr);
             if (zerr == Z_BUF_ERROR)
                 return err_set("%s: truncated: the compressed stream ends inside %s", path,
                                what);
@@ -26,10 +36,41 @@ static int read_exact(gzFile f, const char *path, void *buf, size_t n, const cha
         }
         if (r == 0)
             return err_set("%s: truncated: %s should take %zu bytes but the file ends after %zu",
-                           path, what, n, got);
+                           path, what, total, got);
         got += (size_t)r;
     }
     return 0;
+}
+
+static int read_exact(gzFile f, const char *path, void *buf, size_t n, const char *what)
+{
+    return read_range(f, path, buf, 0, n, n, what);
+}
+
+/* The n bytes of `what` in a new buffer, or NULL. The buffer grows with the
+ * data read (from 1 MiB, doubling) instead of trusting the header: a 12-byte
+ * file that claims 4 billion labels costs 1 MiB and a "truncated" message, not
+ * a 4 GB allocation and "out of memory". */
+static uint8_t *read_items(gzFile f, const char *path, size_t n, const char *what)
+{
+    uint8_t *p = NULL;
+    size_t have = 0;
+    while (have < n) {
+        size_t want = have ? (have < n - have ? 2 * have : n) : (n < (1u << 20) ? n : (1u << 20));
+        uint8_t *grown = realloc(p, want);
+        if (!grown) {
+            free(p);
+            err_set("%s: out of memory for %s (%zu bytes)", path, what, n);
+            return NULL;
+        }
+        p = grown;
+        if (read_range(f, path, p, have, want, n, what) < 0) {
+            free(p);
+            return NULL;
+        }
+        have = want;
+    }
+    return p;
 }
 
 /* Open, check the magic for unsigned bytes in `ndim` dimensions, read dims. */
@@ -81,7 +122,8 @@ static int expect_end(gzFile f, const char *path)
     int r = gzread(f, &extra, 1);
     if (r < 0) {
         int zerr;
-        return err_set("%s: corrupt compressed data at the end: %s", path, gzerror(f, &zerr));
+        return err_set("%s: corrupt compressed data at the end: %s", path,
+                       gz_reason(f, path, &zerr));
     }
     if (r > 0)
         return err_set("%s: data continues past the size its header gives", path);
@@ -112,13 +154,8 @@ int idx_read_images(const char *path, uint8_t **pixels, size_t *count, int shape
         return err_set("%s: %u images of %zu bytes are more than dpcnn-prepare takes", path,
                        dims[0], per);
     }
-    size_t bytes = (size_t)dims[0] * per;
-    uint8_t *p = malloc(bytes);
-    if (!p) {
-        gzclose(f);
-        return err_set("%s: out of memory for %u images", path, dims[0]);
-    }
-    if (read_exact(f, path, p, bytes, "the pixels") < 0 || expect_end(f, path) < 0) {
+    uint8_t *p = read_items(f, path, (size_t)dims[0] * per, "the pixels");
+    if (!p || expect_end(f, path) < 0) {
         free(p);
         gzclose(f);
         return -1;
@@ -143,12 +180,8 @@ int idx_read_labels(const char *path, uint8_t **labels, size_t *count, int num_c
         gzclose(f);
         return err_set("%s: holds no labels", path);
     }
-    uint8_t *p = malloc(n);
-    if (!p) {
-        gzclose(f);
-        return err_set("%s: out of memory for %u labels", path, n);
-    }
-    if (read_exact(f, path, p, n, "the labels") < 0 || expect_end(f, path) < 0) {
+    uint8_t *p = read_items(f, path, n, "the labels");
+    if (!p || expect_end(f, path) < 0) {
         free(p);
         gzclose(f);
         return -1;

@@ -237,6 +237,7 @@ static void write_raw(const char *name, hsize_t side, hsize_t nlabels, int float
         H5Sclose(s);
         H5Gclose(grp);
     }
+    assert_int_equal(h5_write_attr_string(f, "class_names", "a,b,c,d,e,f,g,h,i,j"), 0);
     H5Fclose(f);
 }
 
@@ -260,6 +261,10 @@ static void test_h5_bad(void **state)
 
     write_raw("count.h5", 28, 3, 0, 0);
     expect_error(dataset_open(&ds, path_of("count.h5")), "4 images but");
+
+    write_raw("unsummed.h5", 28, 4, 0, 0); /* right in all but the checksums */
+    expect_error(dataset_open(&ds, path_of("unsummed.h5")),
+                 "/train/images has no Fletcher-32 checksums");
 
     write_raw("missing.h5", 28, 4, 0, 1);
     expect_error(dataset_open(&ds, path_of("missing.h5")), "/test/images or /test/labels is missing");
@@ -399,6 +404,7 @@ static void test_h5_missing_chunk(void **state)
     hsize_t dims[3] = {NT, 28, 28}, chunk[3] = {DATASET_CHUNK, 28, 28};
     hid_t s = H5Screate_simple(3, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, 3, chunk);
+    H5Pset_fletcher32(dcpl); /* checksummed as the rest: only the chunk is missing */
     hid_t d = H5Dcreate2(f, "/train/images", H5T_STD_U8LE, s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     for (hsize_t c = 0; c < 3; c += 2) { /* chunks 0 and 2; 1 is never written */
         hsize_t off[3] = {c * DATASET_CHUNK, 0, 0};
