@@ -1,5 +1,5 @@
 /* corrupt_chunk FILE DATASET K: overwrite bytes in the middle of the stored
- * (compressed) chunk K of DATASET, as a failing disk or a bad copy would. */
+ * chunk K of DATASET, as a failing disk or a bad copy would. */
 #include "config.h"
 
 #include <hdf5.h>

@@ -4,9 +4,10 @@
  *   /train/digests uint64 [ceil(N/B)] one digest per block of B samples
  *   /test/...      the same for the M test samples
  *
- * chunked (DATASET_CHUNK images per chunk), deflate-compressed and
- * Fletcher-32 checksummed, so a damaged chunk is an error, never silently
- * wrong pixels. Fletcher-32 covers chunk data only, not the index that finds
+ * chunked (DATASET_CHUNK images per chunk) and Fletcher-32 checksummed, so
+ * a damaged chunk is an error, never silently wrong pixels (not compressed:
+ * inflating cost more than the rest of the start-up; a file compressed by
+ * other means reads the same). Fletcher-32 covers chunk data only, not the index that finds
  * the chunks: a damaged index makes HDF5 return the fill value (black images)
  * without a word. So the file proves its content: every block of B samples
  * (attribute block_samples of the digests, DATASET_CHUNK from dpcnn-prepare)
