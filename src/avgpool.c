@@ -39,11 +39,47 @@ void avgpool_forward(float *y, const float *x, int n, const PoolShape *p)
         avg_planes(y, x, planes, p->H, p->W, p->OH, p->OW, p->K, p->S);
 }
 
+/* Non-overlapping windows (S = K) give each dx element one term: a row of the
+ * pool's quotients, then each of the K input rows takes it, element v from
+ * quotient v / K (plain loops the compiler vectorises; a division per window
+ * in the inner loop was most of the time). Overlapping windows add their
+ * shares window by window. */
+static inline __attribute__((always_inline)) void
+avg_back_tiled(float *restrict dx, const float *restrict dy, size_t planes, int H, int W, int OH,
+               int OW, int K)
+{
+    const float div = (float)(K * K);
+    float q[1024];
+    for (size_t plane = 0; plane < planes; plane++)
+        for (int i = 0; i < OH; i++) {
+            const float *dyr = dy + (plane * OH + i) * OW;
+            for (int j0 = 0; j0 < OW; j0 += 1024) {
+                const int nj = OW - j0 < 1024 ? OW - j0 : 1024;
+                for (int j = 0; j < nj; j++)
+                    q[j] = dyr[j0 + j] / div;
+                for (int a = 0; a < K; a++) {
+                    float *row = dx + (plane * H + (size_t)i * K + a) * W + (size_t)j0 * K;
+                    for (int v = 0; v < nj * K; v++)
+                        row[v] += q[v / K];
+                }
+            }
+        }
+}
+
 void avgpool_backward(float *dx, const float *dy, int n, const PoolShape *p)
 {
     const int K = p->K, S = p->S, H = p->H, W = p->W, OH = p->OH, OW = p->OW;
+    const size_t planes = (size_t)n * p->C;
+    if (K == 2 && S == 2) {
+        avg_back_tiled(dx, dy, planes, H, W, OH, OW, 2);
+        return;
+    }
+    if (K == S) {
+        avg_back_tiled(dx, dy, planes, H, W, OH, OW, K);
+        return;
+    }
     const float div = (float)(K * K);
-    for (size_t plane = 0; plane < (size_t)n * p->C; plane++) {
+    for (size_t plane = 0; plane < planes; plane++) {
         float *dxp = dx + plane * H * W;
         for (int i = 0; i < OH; i++)
             for (int j = 0; j < OW; j++) {

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "dpcnn/gemm.h"
+#include "dpcnn/isa.h"
 #include "dpcnn/layers.h"
 
 int conv_shape(ConvShape *c)
@@ -67,8 +68,10 @@ size_t conv2d_forward_floats(const ConvShape *c)
 
 size_t conv2d_backward_floats(const ConvShape *c)
 {
-    /* col (or its transpose) and dcol side by side */
-    return 2 * ((size_t)c->C * c->K * c->K * c->OH * c->OW + 64);
+    /* col (or its transpose) and dcol side by side, and with padding the
+     * zero-padded input plane */
+    const size_t padded = c->P > 0 ? (size_t)c->C * (c->H + 2 * c->P) * (c->W + 2 * c->P) + 64 : 0;
+    return 2 * ((size_t)c->C * c->K * c->K * c->OH * c->OW + 64) + padded;
 }
 
 /* ---- Stride 1, no padding: every window is inside the plane ----
@@ -322,30 +325,141 @@ void conv2d_forward(float *y, float *scratch, const float *x, const float *w, co
 /* colT[k][r] = col[r][k], packed straight from the input: for output
  * position k = (i,j), the R = C*K*K inputs its kernel sees, kernel row by
  * kernel row (K contiguous floats inside the plane, zeros in the padding), so
- * that a row of the product's B runs along the weights. */
-static void im2col_transposed(float *restrict colT, const float *restrict xs, const ConvShape *c)
+ * that a row of the product's B runs along the weights.
+ *
+ * Output rows i whose windows lie inside the plane vertically go kernel row
+ * (c,p) by kernel row, then along j: a few instructions per K floats (patch
+ * by patch, the loop control cost more than the copies). There a row of
+ * K = 5 (or 3) floats moves as one fixed piece of 8 (or 4), a plain vector
+ * load and store; the piece's extra floats land in the patch's next row,
+ * written after it. A patch's last row, and a row that would read past the
+ * end of the input, copy exactly K. The windows that cross the padding copy
+ * element by element. */
+/* A piece of 8 or 4 floats, as one unaligned vector move where the target
+ * has vectors that wide. */
+typedef float Piece8 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float Piece4 __attribute__((vector_size(16), aligned(4), may_alias));
+
+static inline __attribute__((always_inline)) void copy_piece(float *dst, const float *src,
+                                                              int piece)
 {
-    const int C = c->C, H = c->H, W = c->W, K = c->K, S = c->S, P = c->P;
+    if (piece == 8)
+        *(Piece8 *)(void *)dst = *(const Piece8 *)(const void *)src;
+    else
+        *(Piece4 *)(void *)dst = *(const Piece4 *)(const void *)src;
+}
+
+static inline __attribute__((always_inline)) void
+patches(float *restrict colT, const float *restrict xs, const ConvShape *c, int K, int piece)
+{
+    const int C = c->C, H = c->H, W = c->W, S = c->S, P = c->P, OW = c->OW;
     const int R = C * K * K;
-    for (int i = 0; i < c->OH; i++)
-        for (int j = 0; j < c->OW; j++) {
-            float *dst = colT + ((size_t)i * c->OW + j) * R;
-            const int u0 = i * S - P, v0 = j * S - P;
-            const int inside = u0 >= 0 && v0 >= 0 && u0 + K <= H && v0 + K <= W;
+    /* the j whose windows lie inside the plane horizontally: ja <= j < jb */
+    const int ja = (P + S - 1) / S;
+    int jb = (W - K + P) / S + 1;
+    jb = jb > OW ? OW : jb < ja ? ja : jb;
+    for (int i = 0; i < c->OH; i++) {
+        const int u0 = i * S - P;
+        const int rows_inside = u0 >= 0 && u0 + K <= H;
+        for (int j = 0; j < OW; j++) {
+            if (rows_inside && j == ja)
+                j = jb; /* the inside ones below */
+            if (j >= OW)
+                break;
+            float *dst = colT + ((size_t)i * OW + j) * R;
+            const int v0 = j * S - P;
             for (int ch = 0; ch < C; ch++)
                 for (int p = 0; p < K; p++, dst += K) {
                     const int u = u0 + p;
                     const float *row = xs + ((size_t)ch * H + u) * W;
-                    if (inside) {
-                        memcpy(dst, row + v0, sizeof(float) * (size_t)K);
-                        continue;
-                    }
                     for (int q = 0; q < K; q++) {
                         const int v = v0 + q;
                         dst[q] = u >= 0 && u < H && v >= 0 && v < W ? row[v] : 0.0f;
                     }
                 }
         }
+        if (!rows_inside || ja >= jb)
+            continue;
+        /* in blocks of 16 patches, which stay in L1 while their rows fill */
+        for (int j0 = ja; j0 < jb; j0 += 16) {
+            const int j1 = jb - j0 < 16 ? jb : j0 + 16;
+            for (int ch = 0; ch < C; ch++)
+                for (int p = 0; p < K; p++) {
+                    const float *src = xs + ((size_t)ch * H + u0 + p) * W + (size_t)(j0 * S - P);
+                    float *dst = colT + ((size_t)i * OW + j0) * R + (size_t)(ch * K + p) * K;
+                    const int exact = !piece || (ch == C - 1 && p == K - 1) ||
+                                      (ch == C - 1 && u0 + p == H - 1);
+                    if (!exact)
+                        for (int j = j0; j < j1; j++, src += S, dst += R)
+                            copy_piece(dst, src, piece);
+                    else
+                        for (int j = j0; j < j1; j++, src += S, dst += R)
+                            for (int q = 0; q < K; q++)
+                                dst[q] = src[q];
+                }
+        }
+    }
+}
+
+/* The same copies compiled for AVX2, where a piece of 8 floats is one load
+ * and one store (half the stores, which were the cost); bits do not depend
+ * on how floats are copied. */
+static void __attribute__((target("avx2,tune=haswell"))) patches_avx2(float *colT, const float *xs,
+                                                         const ConvShape *c)
+{
+    if (c->K == 5)
+        patches(colT, xs, c, 5, 8);
+    else if (c->K == 3)
+        patches(colT, xs, c, 3, 4);
+    else
+        patches(colT, xs, c, c->K, 0);
+}
+
+void conv_im2col_transposed(float *colT, const float *xs, const ConvShape *c)
+{
+    if (isa_current() != ISA_GENERIC)
+        patches_avx2(colT, xs, c);
+    else if (c->K == 5)
+        patches(colT, xs, c, 5, 8);
+    else if (c->K == 3)
+        patches(colT, xs, c, 3, 4);
+    else
+        patches(colT, xs, c, c->K, 0);
+}
+
+/* db[f] += sum over k of dy[f][k], each filter's sum in k order. Up to eight
+ * filters side by side (NF a literal: the sums stay in registers), or each
+ * sum's chain of dependent adds sets the pace (a fifth of lenet5's first
+ * backward convolution). */
+static inline __attribute__((always_inline)) void bias_block(float *db, const float *dy, int NF,
+                                                             int NP)
+{
+    float acc[8] = {0};
+    for (int k = 0; k < NP; k++)
+#pragma GCC unroll 8
+        for (int f = 0; f < NF; f++)
+            acc[f] += dy[(size_t)f * NP + k];
+#pragma GCC unroll 8
+    for (int f = 0; f < NF; f++)
+        db[f] += acc[f];
+}
+
+static void bias_sums(float *db, const float *dy, int F, int NP)
+{
+    for (int f0 = 0; f0 < F; f0 += 8) {
+        float *d = db + f0;
+        const float *g = dy + (size_t)f0 * NP;
+        switch (F - f0 < 8 ? F - f0 : 8) {
+        case 1: bias_block(d, g, 1, NP); break;
+        case 2: bias_block(d, g, 2, NP); break;
+        case 3: bias_block(d, g, 3, NP); break;
+        case 4: bias_block(d, g, 4, NP); break;
+        case 5: bias_block(d, g, 5, NP); break;
+        case 6: bias_block(d, g, 6, NP); break;
+        case 7: bias_block(d, g, 7, NP); break;
+        default: bias_block(d, g, 8, NP); break;
+        }
+    }
 }
 
 /* Backward, per sample, with col = im2col(x_s) [R][NP] and dy_s [F][NP]:
@@ -358,17 +472,30 @@ void conv2d_backward(float *dx, float *dw, float *db, float *scratch, const floa
 {
     const int NP = c->OH * c->OW, R = c->C * c->K * c->K, F = c->F;
     const size_t in = (size_t)c->C * c->H * c->W, big = (size_t)R * NP + 64;
-    float *colT = scratch, *work = scratch + big;
+    float *colT = scratch, *work = scratch + big, *pad = work + big;
+    /* with padding, the patches come from the zero-padded plane: all inside
+     * (element-by-element copies at the border took half the time) */
+    const int Hp = c->H + 2 * c->P, Wp = c->W + 2 * c->P;
+    ConvShape cp = *c;
+    cp.H = Hp;
+    cp.W = Wp;
+    cp.P = 0;
+    if (c->P > 0)
+        memset(pad, 0, sizeof(float) * (size_t)c->C * Hp * Wp);
     for (int s = 0; s < n; s++) {
         const float *dy_s = dy + (size_t)s * F * NP;
         if (db)
-            for (int f = 0; f < F; f++) {
-                float acc = 0.0f;
-                for (int k = 0; k < NP; k++)
-                    acc += dy_s[(size_t)f * NP + k];
-                db[f] += acc;
-            }
-        im2col_transposed(colT, x + (size_t)s * in, c);
+            bias_sums(db, dy_s, F, NP);
+        if (c->P > 0) {
+            const float *xs = x + (size_t)s * in;
+            for (int ch = 0; ch < c->C; ch++)
+                for (int i = 0; i < c->H; i++)
+                    memcpy(pad + ((size_t)ch * Hp + i + c->P) * Wp + c->P,
+                           xs + ((size_t)ch * c->H + i) * c->W, sizeof(float) * (size_t)c->W);
+            conv_im2col_transposed(colT, pad, &cp);
+        } else {
+            conv_im2col_transposed(colT, x + (size_t)s * in, c);
+        }
         gemm_acc(F, R, NP, dy_s, NP, 1, colT, NULL, R, dw, R);
         if (!dx)
             continue;

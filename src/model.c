@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dpcnn/error.h"
 #include "dpcnn/layers.h"
@@ -297,8 +298,31 @@ static void load_input(float *x, const uint8_t *images, size_t count, int n, con
         }
 }
 
-/* One step forward over samples [s0, s0 + n). */
+/* The clock for the benchmark's per-step profile (ws->prof_*). */
+static double prof_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void step_forward_once(Workspace *ws, const Step *s, const float *params,
+                              const float *buffers, int s0, int n, const PassInfo *pass);
+
+/* One step forward over samples [s0, s0 + n), timed if the benchmark asks. */
 static void step_forward(Workspace *ws, const Step *s, const float *params, const float *buffers,
+                         int s0, int n, const PassInfo *pass)
+{
+    if (!ws->prof_forward) {
+        step_forward_once(ws, s, params, buffers, s0, n, pass);
+        return;
+    }
+    const double t0 = prof_now();
+    step_forward_once(ws, s, params, buffers, s0, n, pass);
+    ws->prof_forward[s - ws->steps] += prof_now() - t0;
+}
+
+static void step_forward_once(Workspace *ws, const Step *s, const float *params, const float *buffers,
                          int s0, int n, const PassInfo *pass)
 {
     const Net *net = ws->net;
@@ -414,6 +438,7 @@ void model_backward(float *grads, Workspace *ws, const float *params, const uint
         const float *dy = ws->grad[last + 1], *x = ws->act[i], *y = ws->act[last + 1];
         if (!dx && l->first_tensor < 0)
             continue; /* nothing before it needs a gradient */
+        const double t0 = ws->prof_backward ? prof_now() : 0.0;
         switch (s->kind) {
         case S_CONV:
             ws->engine->conv2d_backward(dx, dparam(net, grads, l, 0), dparam(net, grads, l, 1),
@@ -443,7 +468,24 @@ void model_backward(float *grads, Workspace *ws, const float *params, const uint
         }
         case S_DROPOUT: dropout_backward(dx, dy, ws->mask[i], n, s->in_count, l->p); break;
         }
+        if (ws->prof_backward)
+            ws->prof_backward[k] += prof_now() - t0;
     }
+}
+
+int model_step_info(const Workspace *ws, int k, char *name, size_t n, int *layer, int *span)
+{
+    if (k < 0 || k >= ws->nsteps)
+        return -1;
+    const Step *s = &ws->steps[k];
+    *layer = s->layer;
+    *span = s->span;
+    size_t at = 0;
+    name[0] = '\0';
+    for (int j = 0; j < s->span && at < n; j++)
+        at += (size_t)snprintf(name + at, n - at, "%s%s", j ? "+" : "",
+                               layer_kind_name(ws->net->layers[s->layer + j].type));
+    return 0;
 }
 
 void model_update_running(const Net *net, float *buffers, int64_t *batches, const float *stats)

@@ -438,6 +438,14 @@ static const Kind kinds[] = {
 };
 #define NKINDS ((int)(sizeof kinds / sizeof kinds[0]))
 
+const char *layer_kind_name(LayerType type)
+{
+    for (int k = 0; k < NKINDS; k++)
+        if (kinds[k].type == type)
+            return kinds[k].name;
+    return "?";
+}
+
 static int nargs(const Kind *k)
 {
     int n = 0;

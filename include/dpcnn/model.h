@@ -69,6 +69,9 @@ typedef struct {
     float *mem;
     int32_t *mem32;
     uint8_t *mem8;
+    /* For the benchmark only (NULL otherwise): seconds spent in each step,
+     * forward and backward, added up over the passes. */
+    double *prof_forward, *prof_backward;
 } Workspace;
 
 Workspace *workspace_create(const Net *net, const InputTransform *input, int max_n);
@@ -90,6 +93,10 @@ void model_backward(float *grads, Workspace *ws, const float *params, const uint
  * to the running statistics: once per micro-batch, in the global order of the
  * micro-batches (doc/models.md). batches[b] counts batch-norm layer b's. */
 void model_update_running(const Net *net, float *buffers, int64_t *batches, const float *stats);
+
+/* The steps as the benchmark reports them: step k's name ("Conv2d+ReLU+
+ * MaxPool2d"), its first layer and how many it covers; -1 past the last. */
+int model_step_info(const Workspace *ws, int k, char *name, size_t n, int *layer, int *span);
 
 /* The logits of sample s after a forward pass. */
 const float *model_logits(const Workspace *ws, int s);

@@ -95,6 +95,9 @@ typedef struct Net {
     char text[NET_TEXT_MAX]; /* the canonical description */
 } Net;
 
+/* The torch.nn name of a layer kind: "Conv2d". */
+const char *layer_kind_name(LayerType type);
+
 /* The built-in descriptions by name, or NULL. */
 const char *net_builtin(const char *name);
 /* The names of the built-in networks, for messages: "tutorial, bn, lenet5". */

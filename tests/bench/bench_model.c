@@ -3,7 +3,13 @@
  * sample over several trials (the machine is shared: the minimum is the most
  * repeatable figure) and the share of it spent in each part.
  *
- * Usage: bench_model [MICRO_BATCH] [SECONDS] [MODEL] */
+ * Then a profile of the same passes step by step (each step timed on its
+ * own, so the steps add up to a little more than the total): time per sample
+ * forward and backward, and for the convolutions and linear layers their
+ * dense arithmetic (the products' multiply-adds, two FLOPs each) as GFLOP/s
+ * and, given the core's peak (fma_peak), as a fraction of it.
+ *
+ * Usage: bench_model [MICRO_BATCH] [SECONDS] [MODEL] [PEAK_GFLOPS] */
 #include "config.h"
 
 #include <cblas.h>
@@ -65,10 +71,65 @@ int main(int argc, char **argv)
         best_f = (t1 - t0) / 10 < best_f ? (t1 - t0) / 10 : best_f;
         best_b = (t2 - t1) / 10 < best_b ? (t2 - t1) / 10 : best_b;
     }
+    /* the dense arithmetic per sample, forward and backward, by step */
+    double dense_f[NET_MAX_LAYERS] = {0}, dense_b[NET_MAX_LAYERS] = {0}, all_f = 0, all_b = 0;
+    char names[NET_MAX_LAYERS][96];
+    int nsteps = 0, first, span;
+    while (model_step_info(ws, nsteps, names[nsteps], sizeof names[0], &first, &span) == 0) {
+        for (int j = first; j < first + span; j++) {
+            const Layer *l = &net.layers[j];
+            double f = 0;
+            if (l->type == LAYER_CONV2D)
+                f = 2.0 * l->in_shape.c * l->kernel * l->kernel * l->out * l->out_shape.h *
+                    l->out_shape.w;
+            else if (l->type == LAYER_LINEAR)
+                f = 2.0 * l->in * l->out;
+            dense_f[nsteps] += f;
+            dense_b[nsteps] += ws->grad[first] ? 2 * f : f; /* dW, and dx if wanted */
+        }
+        all_f += dense_f[nsteps];
+        all_b += dense_b[nsteps];
+        nsteps++;
+    }
+    const double peak = argc > 4 ? atof(argv[4]) : 0.0;
     printf("%s, micro-batch %d: forward %.2f us/sample, backward %.2f us/sample, "
            "total %.2f us/sample = %.0f samples/s (best of many)\n",
            model, n, 1e6 * best_f / n, 1e6 * best_b / n, 1e6 * (best_f + best_b) / n,
            n / (best_f + best_b));
+    printf("  dense arithmetic %.3f MFLOP/sample: %.1f GFLOP/s", 1e-6 * (all_f + all_b),
+           1e-9 * (all_f + all_b) * n / (best_f + best_b));
+    if (peak > 0)
+        printf(" = %.0f%% of the core's %.1f", 100 * 1e-9 * (all_f + all_b) * n /
+                                                   (best_f + best_b) / peak, peak);
+    printf("\n");
+
+    /* the profile: as many passes again, each step timed */
+    double *pf = calloc((size_t)nsteps, sizeof(double)), *pb = calloc((size_t)nsteps, sizeof(double));
+    ws->prof_forward = pf;
+    ws->prof_backward = pb;
+    int passes = 0;
+    t_end = now() + seconds / 2;
+    while (now() < t_end) {
+        model_forward(ws, params, buffers, img, lab, n, &correct, &pass);
+        model_backward(grads, ws, params, lab, n, 1.0f / n);
+        passes++;
+    }
+    printf("  %-28s %9s %9s %9s %9s%s\n", "step (us per sample)", "forward", "backward",
+           "fwd GF/s", "bwd GF/s", peak > 0 ? "  fwd/bwd % of peak" : "");
+    for (int k = 0; k < nsteps; k++) {
+        const double tf = pf[k] / passes / n, tb = pb[k] / passes / n;
+        printf("  %-28.28s %9.2f %9.2f", names[k], 1e6 * tf, 1e6 * tb);
+        if (dense_f[k] > 0) {
+            printf(" %9.1f %9.1f", 1e-9 * dense_f[k] / tf, tb > 0 ? 1e-9 * dense_b[k] / tb : 0.0);
+            if (peak > 0)
+                printf("  %5.0f%% %5.0f%%", 100 * 1e-9 * dense_f[k] / tf / peak,
+                       tb > 0 ? 100 * 1e-9 * dense_b[k] / tb / peak : 0.0);
+        }
+        printf("\n");
+    }
+    free(pf);
+    free(pb);
+    ws->prof_forward = ws->prof_backward = NULL;
     workspace_free(ws);
     free(params);
     free(grads);
