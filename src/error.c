@@ -10,6 +10,7 @@
 
 static int g_rank = 0;
 static int g_size = 1;
+static char g_tag[512]; /* "[lr=0.01] " while a sweep's group trains that run */
 static void (*g_fatal_hook)(int) = NULL;
 /* Long enough for two full paths and their reasons (PATH_MAX is 4096). */
 static _Thread_local char t_err[ERR_MAX];
@@ -22,13 +23,23 @@ void msg_set_rank(int rank, int size)
 
 int msg_rank(void) { return g_rank; }
 
-/* "dpcnn: " or "dpcnn: rank 3: " */
+void msg_set_tag(const char *run)
+{
+    if (run && *run)
+        snprintf(g_tag, sizeof g_tag, "[%s] ", run);
+    else
+        g_tag[0] = '\0';
+}
+
+const char *msg_tag(void) { return g_tag; }
+
+/* "dpcnn: ", "dpcnn: rank 3: " or "dpcnn: [lr=0.01] rank 1: " */
 static void prefix(FILE *f)
 {
     if (g_size > 1)
-        fprintf(f, "dpcnn: rank %d: ", g_rank);
+        fprintf(f, "dpcnn: %srank %d: ", g_tag, g_rank);
     else
-        fputs("dpcnn: ", f);
+        fprintf(f, "dpcnn: %s", g_tag);
 }
 
 void msg_info(const char *fmt, ...)
@@ -37,6 +48,7 @@ void msg_info(const char *fmt, ...)
         return;
     va_list ap;
     va_start(ap, fmt);
+    fputs(g_tag, stdout);
     vfprintf(stdout, fmt, ap);
     va_end(ap);
     fputc('\n', stdout);
@@ -69,14 +81,15 @@ void msg_error(const char *fmt, ...)
 
 void msg_job_error(const char *fmt, ...)
 {
+    static _Thread_local char text[ERR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    err_set("%s", text); /* the caller's reason, on every rank */
     if (g_rank != 0)
         return;
-    va_list ap;
-    fputs("dpcnn: error: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
+    fprintf(stderr, "dpcnn: %serror: %s\n", g_tag, text);
     fflush(stderr);
 }
 

@@ -583,8 +583,18 @@ int train_run(const TrainConfig *cfg, Dist *d)
                  cfg->reduction == REDUCE_EXACT ? "exact" : "float");
         runtime_report_blas(d, t->threads);
         if (t->rank == 0) {
+            /* line by line through msg_info: in a sweep each line names its run */
+            char *table = NULL;
+            size_t len = 0;
+            FILE *f = open_memstream(&table, &len);
+            net_print(f, &t->net);
+            fclose(f);
             msg_info("network %s:", cfg->model);
-            net_print(stdout, &t->net);
+            char *save = NULL;
+            for (char *line = strtok_r(table, "\n", &save); line;
+                 line = strtok_r(NULL, "\n", &save))
+                msg_info("%s", line);
+            free(table);
         }
     }
 
