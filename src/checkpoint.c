@@ -612,6 +612,20 @@ out:
     return rc;
 }
 
+int checkpoint_epochs_done(const char *path, int *epochs_done)
+{
+    hid_t f = open_input(path, "the checkpoint");
+    if (f < 0)
+        return -1;
+    long long v = 0;
+    int rc = h5_read_attr_int64(f, "epochs_done", &v);
+    H5Fclose(f);
+    if (rc < 0)
+        return err_set("%s: not a complete dpcnn checkpoint: %s", path, err_get());
+    *epochs_done = (int)v;
+    return 0;
+}
+
 void checkpoint_resolve(const char *arg, char *file, char *dir, size_t n)
 {
     struct stat st;

@@ -15,6 +15,7 @@ struct Dist {
     MPI_Comm node; /* ranks sharing this node's memory */
     int rank, size, local_size;
     int owns_mpi;  /* dist_init called MPI_Init */
+    int owns_comm; /* made by dist_split: freed with it */
 };
 
 static Dist *g_world; /* for the fatal hook */
@@ -78,11 +79,24 @@ Dist *dist_self(void)
     return make(MPI_COMM_SELF);
 }
 
+Dist *dist_split(Dist *d, int color, int key)
+{
+    MPI_Comm comm;
+    MPI_CHECK(d, MPI_Comm_split(d->comm, color, key, &comm));
+    Dist *g = make(comm);
+    g->owns_comm = 1;
+    /* the group shares its nodes' cores with the rest of the job */
+    g->local_size = d->local_size;
+    return g;
+}
+
 void dist_finalize(Dist *d)
 {
     if (!d)
         return;
     MPI_Comm_free(&d->node);
+    if (d->owns_comm)
+        MPI_Comm_free(&d->comm);
     int owns = d->owns_mpi;
     if (g_world == d)
         g_world = NULL;
@@ -138,7 +152,9 @@ int dist_agree(Dist *d, int rc, const char *what)
     }
     MPI_CHECK(d, MPI_Gatherv(mine, len, MPI_CHAR, all, lens, displ, MPI_CHAR, 0, d->comm));
     if (d->rank == 0) {
-        /* One line per distinct message, naming the ranks that reported it. */
+        /* One line per distinct message, naming the ranks that reported it;
+         * the first is left in err_get() for rank 0's caller. */
+        char first[ERR_MAX] = "";
         for (int r = 0; r < d->size; r++) {
             const char *m = all + displ[r];
             int seen = m[0] == '\0';
@@ -155,6 +171,8 @@ int dist_agree(Dist *d, int rc, const char *what)
                         snprintf(ranks + n, sizeof ranks - n, "%s%d", count ? "," : "", q);
                     count++;
                 }
+            if (!first[0])
+                snprintf(first, sizeof first, "%s%s%s", what ? what : "", what ? ": " : "", m);
             if (d->size == 1)
                 fprintf(stderr, "dpcnn: error: %s%s%s\n", what ? what : "", what ? ": " : "", m);
             else if (count == d->size)
@@ -165,6 +183,7 @@ int dist_agree(Dist *d, int rc, const char *what)
                         ranks, what ? what : "", what ? ": " : "", m);
         }
         fflush(stderr);
+        err_set("%s", first);
         free(all);
         free(lens);
         free(displ);
@@ -226,4 +245,17 @@ void dist_allgatherv_float(Dist *d, const float *send, int count, float *recv, c
 void dist_barrier(Dist *d)
 {
     MPI_CHECK(d, MPI_Barrier(d->comm));
+}
+
+void dist_wait_all(Dist *d, const char *doing)
+{
+    MPI_Request req;
+    MPI_CHECK(d, MPI_Ibarrier(d->comm, &req));
+    for (int done = 0;;) {
+        watchdog_beat(doing, 0); /* waiting for others that are busy is no hang */
+        MPI_CHECK(d, MPI_Test(&req, &done, MPI_STATUS_IGNORE));
+        if (done)
+            return;
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
+    }
 }

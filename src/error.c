@@ -10,6 +10,7 @@
 
 static int g_rank = 0;
 static int g_size = 1;
+static char g_tag[512]; /* "[lr=0.01] " while a sweep's group trains that run */
 static void (*g_fatal_hook)(int) = NULL;
 /* Long enough for two full paths and their reasons (PATH_MAX is 4096). */
 static _Thread_local char t_err[ERR_MAX];
@@ -22,15 +23,28 @@ void msg_set_rank(int rank, int size)
 
 int msg_rank(void) { return g_rank; }
 
+void msg_set_tag(const char *run)
+{
+    if (run && *run)
+        snprintf(g_tag, sizeof g_tag, "[%s] ", run);
+    else
+        g_tag[0] = '\0';
+}
+
+const char *msg_tag(void) { return g_tag; }
+
 /* One message, written whole in one call: under mpirun the ranks' and the
  * launcher's lines must not interleave inside a message.
- * "dpcnn: [rank R: ]KIND: MESSAGE\n" (KIND may be empty). */
+ * "dpcnn: [TAG] [rank R: ]KIND: MESSAGE\n" (the run's tag in a sweep; KIND
+ * may be empty). */
 static void emit(FILE *f, int tag_rank, const char *kind, const char *fmt, va_list ap)
 {
-    char msg[ERR_MAX], head[64] = "dpcnn: ";
+    char msg[ERR_MAX], head[600];
     vsnprintf(msg, sizeof msg, fmt, ap);
     if (tag_rank && g_size > 1)
-        snprintf(head, sizeof head, "dpcnn: rank %d: ", g_rank);
+        snprintf(head, sizeof head, "dpcnn: %srank %d: ", g_tag, g_rank);
+    else
+        snprintf(head, sizeof head, "dpcnn: %s", g_tag);
     fprintf(f, "%s%s%s\n", head, kind, msg);
     fflush(f);
 }
@@ -44,7 +58,7 @@ void msg_info(const char *fmt, ...)
     char msg[ERR_MAX];
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    fprintf(stdout, "%s\n", msg);
+    fprintf(stdout, "%s%s\n", g_tag, msg);
     fflush(stdout);
 }
 
@@ -66,12 +80,16 @@ void msg_error(const char *fmt, ...)
 
 void msg_job_error(const char *fmt, ...)
 {
-    if (g_rank != 0)
-        return;
+    static _Thread_local char text[ERR_MAX];
     va_list ap;
     va_start(ap, fmt);
-    emit(stderr, 0, "error: ", fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    err_set("%s", text); /* the caller's reason, on every rank */
+    if (g_rank != 0)
+        return;
+    fprintf(stderr, "dpcnn: %serror: %s\n", g_tag, text);
+    fflush(stderr);
 }
 
 int err_set(const char *fmt, ...)
@@ -101,9 +119,9 @@ void die_at(const char *file, int line, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (g_size > 1)
-        fprintf(stderr, "dpcnn: rank %d: fatal: %s (%s:%d)\n", g_rank, msg, file, line);
+        fprintf(stderr, "dpcnn: %srank %d: fatal: %s (%s:%d)\n", g_tag, g_rank, msg, file, line);
     else
-        fprintf(stderr, "dpcnn: fatal: %s (%s:%d)\n", msg, file, line);
+        fprintf(stderr, "dpcnn: %sfatal: %s (%s:%d)\n", g_tag, msg, file, line);
     fflush(stderr);
     if (g_fatal_hook)
         g_fatal_hook(DPCNN_EXIT_FAILURE);

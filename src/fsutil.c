@@ -179,6 +179,22 @@ int fs_lock_dir(const char *dir, int *fd)
     return 0;
 }
 
+int fs_lock_wait(const char *path, int *fd)
+{
+    *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (*fd < 0)
+        return err_set("%s: cannot create the lock file: %s", path, strerror(errno));
+    while (flock(*fd, LOCK_EX) < 0) {
+        if (errno == EINTR) /* a stop signal: the lock is still wanted */
+            continue;
+        int e = errno;
+        close(*fd);
+        *fd = -1;
+        return err_set("%s: cannot lock: %s", path, strerror(e));
+    }
+    return 0;
+}
+
 void fs_unlock_dir(int fd)
 {
     if (fd >= 0)

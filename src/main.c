@@ -12,6 +12,7 @@
 #include "dpcnn/layers.h"
 #include "dpcnn/options.h"
 #include "dpcnn/stop.h"
+#include "dpcnn/sweep.h"
 #include "dpcnn/train.h"
 #include "dpcnn/watchdog.h"
 
@@ -64,42 +65,52 @@ static int launched(void)
 
 int main(int argc, char **argv)
 {
-    /* dpcnn trains; dpcnn evaluate CHECKPOINT evaluates. A training run takes
-     * a stop signal as a request to checkpoint and stop from the first
-     * instant; evaluation has nothing to save and keeps the default. */
+    /* dpcnn trains; dpcnn evaluate CHECKPOINT evaluates; dpcnn sweep DIR
+     * trains an experiment's runs. Training takes a stop signal as a request
+     * to checkpoint and stop from the first instant; evaluation has nothing
+     * to save and keeps the default. */
     const int evaluating = argc > 1 && strcmp(argv[1], "evaluate") == 0;
+    const int sweeping = argc > 1 && strcmp(argv[1], "sweep") == 0;
     if (!evaluating)
         stop_install();
     /* Parse first, so a usage error or --help needs no MPI at all. */
     const int speak = launcher_rank() == 0;
     TrainConfig train;
     EvalConfig eval;
+    SweepConfig sweep;
     switch (evaluating ? evaluate_parse(&eval, argc - 1, argv + 1, speak)
+            : sweeping ? sweep_parse(&sweep, argc - 1, argv + 1, speak)
                        : options_parse(&train, argc, argv, speak)) {
     case OPTIONS_EXIT_OK: return DPCNN_EXIT_OK;
     case OPTIONS_EXIT_USAGE: return DPCNN_EXIT_USAGE;
     default: break;
     }
-    if (!evaluating && train.print_model)
+    if (sweeping && (sweep.table_only || sweep.list_only))
+        return sweep_offline(&sweep); /* needs no MPI */
+    if (!evaluating && !sweeping && train.print_model)
         return train_print_model(&train); /* needs no MPI */
-    /* The kernels and their path: a DPCNN_ISA this CPU cannot run is refused
-     * here, on every rank alike, before any work. */
-    if (isa_select() < 0 || engine_select(evaluating ? (eval.kernels ? eval.kernels : "native")
-                                                     : train.kernels) < 0) {
+    /* The kernels' path: a DPCNN_ISA this CPU cannot run is refused here, on
+     * every rank alike, before any work (train_run selects a run's engine). */
+    if (isa_select() < 0 || (evaluating && engine_select(eval.kernels ? eval.kernels : "native") < 0)) {
         if (speak)
             fprintf(stderr, "dpcnn: error: %s\n", err_get());
         return DPCNN_EXIT_FAILURE;
     }
-    if (!evaluating)
-        train.launched = launched();
+    train.launched = sweep.launched = launched();
     /* The watchdog runs from before MPI_Init to after MPI_Finalize: a rank
      * stopped or lost while the others wait in either would hold them there
      * for ever. Until MPI knows, the launcher says who is speaking. */
     msg_set_rank(launcher_rank(), launcher_size());
-    watchdog_start(evaluating ? eval.hang_timeout : train.hang_timeout);
+    watchdog_start(evaluating ? eval.hang_timeout
+                   : sweeping ? sweep.common.hang_timeout
+                              : train.hang_timeout);
     watchdog_beat("starting MPI", 0);
     Dist *d = dist_init(&argc, &argv);
-    int status = evaluating ? evaluate_run(&eval, d) : train_run(&train, d);
+    int status = evaluating ? evaluate_run(&eval, d)
+                 : sweeping ? sweep_run(&sweep, d)
+                            : train_run(&train, d);
+    if (sweeping)
+        sweep_free(&sweep);
     watchdog_beat("finishing MPI", 0);
     dist_finalize(d);
     watchdog_stop();

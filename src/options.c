@@ -32,6 +32,7 @@ void options_usage(FILE *f)
         "                      (default 0: none)\n"
         "  --seed N            seed of the initial weights and the epoch orders (default 0)\n"
         "  --no-shuffle        visit the training set in file order every epoch\n"
+        "  --shuffle           a new order every epoch, from the seed (the default)\n"
         "  --limit N           train on the first N training samples only\n"
         "  --test-limit N      evaluate on the first N test samples only\n"
         "  --data FILE         HDF5 data file (default: data/fashion-mnist.h5, found\n"
@@ -79,6 +80,11 @@ void options_usage(FILE *f)
         "Other commands:\n"
         "  dpcnn evaluate CHECKPOINT [--data FILE] [--csv FILE] ...\n"
         "                      test loss, accuracy per class, confusion matrix\n"
+        "  dpcnn sweep EXPERIMENT-DIR [OPTION]...  (mpirun -np N too)\n"
+        "                      an experiment: one run per combination of the values of\n"
+        "                      options given several times (--lr 0.01 --lr 0.001 ...),\n"
+        "                      side by side in groups of ranks, and one table of them\n"
+        "                      (dpcnn sweep --help)\n"
         "\n"
         "Signals: SIGTERM, SIGINT or SIGUSR1 stop the run at the next step with a\n"
         "checkpoint (exit status 75); a second one stops it at once.\n"
@@ -100,17 +106,18 @@ const char *options_default_data(void)
     return NULL;
 }
 
-/* One line naming the option, then a hint; printed by rank 0 only. */
+/* One line naming the option, then a hint; printed by rank 0 only. The
+ * message is also kept as err_get(): a sweep records it as a run's reason. */
 static int __attribute__((format(printf, 2, 3))) usage_error(int speak, const char *fmt, ...)
 {
-    if (speak) {
-        /* one write: under mpirun, pieces of a message could be interleaved
-         * with the launcher's own */
-        char msg[8192];
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg, sizeof msg, fmt, ap);
-        va_end(ap);
+    char msg[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    err_set("%s", msg);
+    if (speak) { /* one write: under mpirun, pieces of a message could be
+                  * interleaved with the launcher's own */
         fprintf(stderr, "dpcnn: %s\nTry 'dpcnn --help'.\n", msg);
         fflush(stderr);
     }
@@ -160,47 +167,127 @@ int options_parse_real(const char *s, int zero_ok, double *out)
     return 0;
 }
 
+/* Every option of a training run, once: its name, its id, whether it takes a
+ * value, and the run parameter it sets when it decides the result (the axes of
+ * `dpcnn sweep`, its run directories' names and the experiment's columns;
+ * PARAM_NONE for the options that never change a bit), with, for a flag, the
+ * parameter's value it stands for. getopt's table is made from this one. */
+enum {
+    O_EPOCHS = 256, O_BATCH, O_MICRO, O_LR, O_SEED, O_DATA, O_SHUFFLE, O_NO_SHUFFLE, O_CKPT,
+    O_INIT, O_THREADS, O_LIMIT, O_TEST_LIMIT, O_CHECK_EVERY, O_REDUCTION, O_RESUME, O_OVERRIDE,
+    O_CKPT_EVERY, O_KEEP, O_QUIET, O_LOG_EVERY, O_METRICS_EVERY, O_WARMUP, O_HANG, O_MODEL,
+    O_NORMALIZE, O_PRINT_MODEL, O_INPUT_SHAPE, O_KERNELS,
+};
+static const OptionSpec option_specs[] = {
+    {"epochs", O_EPOCHS, 1, PARAM_EPOCHS, NULL},
+    {"batch-size", O_BATCH, 1, PARAM_BATCH_SIZE, NULL},
+    {"micro-batch", O_MICRO, 1, PARAM_MICRO_BATCH, NULL},
+    {"lr", O_LR, 1, PARAM_LR, NULL},
+    {"warmup", O_WARMUP, 1, PARAM_WARMUP, NULL},
+    {"seed", O_SEED, 1, PARAM_SEED, NULL},
+    {"shuffle", O_SHUFFLE, 0, PARAM_SHUFFLE, "yes"},
+    {"no-shuffle", O_NO_SHUFFLE, 0, PARAM_SHUFFLE, "no"},
+    {"limit", O_LIMIT, 1, PARAM_LIMIT, NULL},
+    {"test-limit", O_TEST_LIMIT, 1, PARAM_TEST_LIMIT, NULL},
+    {"data", O_DATA, 1, PARAM_DATA, NULL},
+    {"model", O_MODEL, 1, PARAM_MODEL, NULL},
+    {"normalize", O_NORMALIZE, 1, PARAM_NORMALIZE, NULL},
+    {"init", O_INIT, 1, PARAM_INIT, NULL},
+    {"reduction", O_REDUCTION, 1, PARAM_REDUCTION, NULL},
+    {"kernels", O_KERNELS, 1, PARAM_KERNELS, NULL},
+    {"resume", O_RESUME, 1, PARAM_NONE, NULL},
+    {"override-hparams", O_OVERRIDE, 0, PARAM_NONE, NULL},
+    {"checkpoint-dir", O_CKPT, 1, PARAM_NONE, NULL},
+    {"checkpoint-every", O_CKPT_EVERY, 1, PARAM_NONE, NULL},
+    {"keep", O_KEEP, 1, PARAM_NONE, NULL},
+    {"threads", O_THREADS, 1, PARAM_NONE, NULL},
+    {"check-every", O_CHECK_EVERY, 1, PARAM_NONE, NULL},
+    {"quiet", O_QUIET, 0, PARAM_NONE, NULL},
+    {"log-every", O_LOG_EVERY, 1, PARAM_NONE, NULL},
+    {"metrics-every", O_METRICS_EVERY, 1, PARAM_NONE, NULL},
+    {"hang-timeout", O_HANG, 1, PARAM_NONE, NULL},
+    {"print-model", O_PRINT_MODEL, 0, PARAM_NONE, NULL},
+    {"input-shape", O_INPUT_SHAPE, 1, PARAM_NONE, NULL},
+    {"help", 'h', 0, PARAM_NONE, NULL},
+    {"version", 'V', 0, PARAM_NONE, NULL},
+};
+#define NOPTIONS (sizeof option_specs / sizeof option_specs[0])
+
+const OptionSpec *options_find(const char *name)
+{
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (strcmp(option_specs[i].name, name) == 0)
+            return &option_specs[i];
+    return NULL;
+}
+
+static const char *const param_names[PARAM_COUNT] = {
+    [PARAM_EPOCHS] = "epochs",       [PARAM_BATCH_SIZE] = "batch_size",
+    [PARAM_MICRO_BATCH] = "micro_batch", [PARAM_LR] = "lr",
+    [PARAM_WARMUP] = "warmup",       [PARAM_SEED] = "seed",
+    [PARAM_SHUFFLE] = "shuffle",     [PARAM_LIMIT] = "limit",
+    [PARAM_TEST_LIMIT] = "test_limit", [PARAM_DATA] = "data",
+    [PARAM_MODEL] = "model",         [PARAM_NORMALIZE] = "normalize",
+    [PARAM_INIT] = "init",           [PARAM_REDUCTION] = "reduction",
+    [PARAM_KERNELS] = "kernels",
+};
+
+const char *options_param_name(RunParam p)
+{
+    return p >= 0 && p < PARAM_COUNT ? param_names[p] : "?";
+}
+
+void options_format_real(char *buf, size_t n, double x)
+{
+    for (int digits = 1; digits <= 17; digits++) {
+        snprintf(buf, n, "%.*g", digits, x);
+        if (strtod(buf, NULL) == x)
+            return;
+    }
+}
+
+void options_param_value(const TrainConfig *c, RunParam p, char *buf, size_t n)
+{
+    switch (p) {
+    case PARAM_EPOCHS: snprintf(buf, n, "%d", c->epochs); break;
+    case PARAM_BATCH_SIZE: snprintf(buf, n, "%d", c->batch_size); break;
+    case PARAM_MICRO_BATCH: snprintf(buf, n, "%d", c->micro_batch); break;
+    case PARAM_LR: options_format_real(buf, n, c->lr); break;
+    case PARAM_WARMUP: snprintf(buf, n, "%d", c->warmup); break;
+    case PARAM_SEED: snprintf(buf, n, "%" PRIu64, c->seed); break;
+    case PARAM_SHUFFLE: snprintf(buf, n, "%s", c->shuffle ? "yes" : "no"); break;
+    case PARAM_LIMIT:
+        if (c->limit)
+            snprintf(buf, n, "%zu", c->limit);
+        else
+            snprintf(buf, n, "all");
+        break;
+    case PARAM_TEST_LIMIT:
+        if (c->test_limit)
+            snprintf(buf, n, "%zu", c->test_limit);
+        else
+            snprintf(buf, n, "all");
+        break;
+    case PARAM_DATA: snprintf(buf, n, "%s", c->data_path ? c->data_path : "none"); break;
+    case PARAM_MODEL: snprintf(buf, n, "%s", c->model); break;
+    case PARAM_NORMALIZE: snprintf(buf, n, "%s", c->normalize); break;
+    case PARAM_INIT: snprintf(buf, n, "%s", c->init_path ? c->init_path : "none"); break;
+    case PARAM_REDUCTION:
+        snprintf(buf, n, "%s", c->reduction == REDUCE_EXACT ? "exact" : "float");
+        break;
+    case PARAM_KERNELS: snprintf(buf, n, "%s", c->kernels); break;
+    default: snprintf(buf, n, "?"); break;
+    }
+}
+
 int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
 {
-    enum {
-        O_EPOCHS = 256, O_BATCH, O_MICRO, O_LR, O_SEED, O_DATA, O_NO_SHUFFLE, O_CKPT, O_INIT,
-        O_THREADS, O_LIMIT, O_TEST_LIMIT, O_CHECK_EVERY, O_REDUCTION, O_RESUME, O_OVERRIDE,
-        O_CKPT_EVERY, O_KEEP, O_QUIET, O_LOG_EVERY, O_METRICS_EVERY, O_WARMUP, O_HANG,
-        O_MODEL, O_NORMALIZE, O_PRINT_MODEL, O_INPUT_SHAPE, O_KERNELS,
-    };
-    static const struct option opts[] = {
-        {"epochs", required_argument, 0, O_EPOCHS},
-        {"batch-size", required_argument, 0, O_BATCH},
-        {"micro-batch", required_argument, 0, O_MICRO},
-        {"lr", required_argument, 0, O_LR},
-        {"warmup", required_argument, 0, O_WARMUP},
-        {"seed", required_argument, 0, O_SEED},
-        {"data", required_argument, 0, O_DATA},
-        {"no-shuffle", no_argument, 0, O_NO_SHUFFLE},
-        {"checkpoint-dir", required_argument, 0, O_CKPT},
-        {"init", required_argument, 0, O_INIT},
-        {"threads", required_argument, 0, O_THREADS},
-        {"limit", required_argument, 0, O_LIMIT},
-        {"test-limit", required_argument, 0, O_TEST_LIMIT},
-        {"check-every", required_argument, 0, O_CHECK_EVERY},
-        {"reduction", required_argument, 0, O_REDUCTION},
-        {"resume", required_argument, 0, O_RESUME},
-        {"override-hparams", no_argument, 0, O_OVERRIDE},
-        {"checkpoint-every", required_argument, 0, O_CKPT_EVERY},
-        {"keep", required_argument, 0, O_KEEP},
-        {"quiet", no_argument, 0, O_QUIET},
-        {"log-every", required_argument, 0, O_LOG_EVERY},
-        {"metrics-every", required_argument, 0, O_METRICS_EVERY},
-        {"hang-timeout", required_argument, 0, O_HANG},
-        {"model", required_argument, 0, O_MODEL},
-        {"normalize", required_argument, 0, O_NORMALIZE},
-        {"print-model", no_argument, 0, O_PRINT_MODEL},
-        {"input-shape", required_argument, 0, O_INPUT_SHAPE},
-        {"kernels", required_argument, 0, O_KERNELS},
-        {"help", no_argument, 0, 'h'},
-        {"version", no_argument, 0, 'V'},
-        {0, 0, 0, 0},
-    };
+    struct option opts[NOPTIONS + 1];
+    for (size_t i = 0; i < NOPTIONS; i++)
+        opts[i] = (struct option){option_specs[i].name,
+                                  option_specs[i].takes_value ? required_argument : no_argument,
+                                  0, option_specs[i].id};
+    opts[NOPTIONS] = (struct option){0, 0, 0, 0};
     train_config_defaults(cfg);
     /* The options that take a whole number: range, message, and where it goes. */
     const struct {
@@ -268,6 +355,7 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
                 return usage_error(speak, "--data: expected a file, got ''");
             cfg->data_path = optarg;
             break;
+        case O_SHUFFLE: cfg->shuffle = 1; break;
         case O_NO_SHUFFLE: cfg->shuffle = 0; break;
         case O_CKPT:
             if (!*optarg)
@@ -387,6 +475,7 @@ int options_parse(TrainConfig *cfg, int argc, char **argv, int speak)
     if (!cfg->data_path && !(cfg->print_model && cfg->input_c)) {
         cfg->data_path = options_default_data();
         if (!cfg->data_path) {
+            err_set("no data file: run `make data` in the build directory, or pass --data FILE");
             if (speak)
                 fprintf(stderr,
                         "dpcnn: no data file: looked for data/fashion-mnist.h5 here, in\n"

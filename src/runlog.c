@@ -106,6 +106,7 @@ static void say(RunLog *log, int even_if_quiet, const char *fmt, va_list ap)
     if (msg_rank() != 0 || (log->quiet && !even_if_quiet))
         return;
     clear_line(log);
+    fputs(msg_tag(), stdout);
     vfprintf(stdout, fmt, ap);
     fputc('\n', stdout);
     fflush(stdout);
@@ -153,8 +154,8 @@ void runlog_progress(RunLog *log, const Progress *p)
         log->line_open = 1;
         fflush(stdout);
     } else if (log->log_every > 0 && p->step % log->log_every == 0 && p->step != p->steps) {
-        printf("epoch %d/%d step %" PRId64 "/%" PRId64 " loss %.4f %.0f samples/s %s left\n",
-               p->epoch, p->epochs, p->step, p->steps, p->loss, p->samples_per_second, eta);
+        printf("%sepoch %d/%d step %" PRId64 "/%" PRId64 " loss %.4f %.0f samples/s %s left\n",
+               msg_tag(), p->epoch, p->epochs, p->step, p->steps, p->loss, p->samples_per_second, eta);
         fflush(stdout);
     }
 }

@@ -26,6 +26,7 @@
 #include "dpcnn/fault.h"
 #include "dpcnn/fsutil.h"
 #include "dpcnn/hash.h"
+#include "dpcnn/layers.h"
 #include "dpcnn/model.h"
 #include "dpcnn/net.h"
 #include "dpcnn/rng.h"
@@ -562,6 +563,8 @@ int train_run(const TrainConfig *cfg, Dist *d)
     t->data.file = -1;
     t->log.quiet = 1;
     t->lock_fd = -1;
+    if (engine_select(cfg->kernels) < 0) /* options_parse checked the name */
+        DIE("%s", err_get());
     runtime_blas_single();
     fault_read();
     watchdog_beat("reading the data, step", 0);
@@ -584,8 +587,18 @@ int train_run(const TrainConfig *cfg, Dist *d)
                  cfg->reduction == REDUCE_EXACT ? "exact" : "float");
         runtime_report_kernels(d, t->threads);
         if (t->rank == 0) {
+            /* line by line through msg_info: in a sweep each line names its run */
+            char *table = NULL;
+            size_t len = 0;
+            FILE *f = open_memstream(&table, &len);
+            net_print(f, &t->net);
+            fclose(f);
             msg_info("network %s:", cfg->model);
-            net_print(stdout, &t->net);
+            char *save = NULL;
+            for (char *line = strtok_r(table, "\n", &save); line;
+                 line = strtok_r(NULL, "\n", &save))
+                msg_info("%s", line);
+            free(table);
         }
     }
 

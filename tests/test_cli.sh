@@ -46,16 +46,19 @@ done
 expect 2 "expected a whole number >= 1, got ' 3'" ./dpcnn evaluate x.h5 --test-limit ' 3'
 expect 2 "expected a file name, got ''" ./dpcnn evaluate x.h5 --csv ''
 
-# --help documents every flag the parser knows; --version answers.
+# --help documents every flag the parser knows (its table of options); --version answers.
 ./dpcnn --help >"$T/help"
-for flag in $(sed -n 's/.*{"\([a-z-]*\)", [a-z_]*argument.*/\1/p' "${srcdir:-.}/src/options.c"); do
+flags=$(sed -n 's/^ *{"\([a-z-]*\)", [A-Z_]*, [01], PARAM_[A-Z_]*,.*/\1/p' "${srcdir:-.}/src/options.c")
+[ "$(echo "$flags" | wc -w)" -ge 25 ] || fail "the option table of src/options.c was not found"
+for flag in $flags; do
     grep -q -- "--$flag" "$T/help" || fail "--help does not document --$flag"
 done
 ./dpcnn --version | grep -q "^dpcnn [0-9]" || fail "--version"
-# ... and so does the man page, every flag of --help and of evaluate's --help.
+# ... and so does the man page, every flag of --help and of evaluate's and sweep's --help.
 sed 's/\\-/-/g; s/\\f[BIRP]//g' "${srcdir:-.}/doc/dpcnn.1" >"$T/man"
 ./dpcnn evaluate --help >"$T/evalhelp"
-for flag in $(grep -o -- '--[a-z][a-z-]*' "$T/help" "$T/evalhelp" | cut -d: -f2 | sort -u); do
+./dpcnn sweep --help >"$T/sweephelp"
+for flag in $(grep -o -- '--[a-z][a-z-]*' "$T/help" "$T/evalhelp" "$T/sweephelp" | cut -d: -f2 | sort -u); do
     grep -q -- "$flag" "$T/man" || fail "the man page does not document $flag"
 done
 

@@ -6,7 +6,9 @@
 #    each job completes and leaves the same checkpoints as a run without Slurm;
 #  - a job told to stop (the warning signal, through scancel --batch) checkpoints,
 #    exits 75, requeues itself, resumes, and ends bitwise identical to a run that
-#    was never interrupted.
+#    was never interrupted;
+#  - an experiment (dpcnn sweep) as a job array of 2 tasks, one run each: the
+#    same runs, bit for bit, and the same table as the experiment under mpirun.
 # Skipped (status 77, with the reason) where Slurm cannot be started.
 set -eu
 srcdir=${srcdir:-.}
@@ -131,6 +133,37 @@ grep -q "dpcnn exited with status 75" "$T/job-pre.out" || fail "no exit status 7
 grep -q "resuming from" "$T/job-pre.out" || fail "the requeued run did not resume"
 same "$T/bigref" "$T/pre"
 echo "stopped by the warning signal, requeued, resumed: identical to the uninterrupted run"
+
+# An experiment as a job array: one array task per run (2 ranks each), the same
+# layout and the same table as the experiment trained by one mpirun in groups.
+SWEEP="--lr 0.01 --lr 0.005 --epochs 2 --limit 1000 --test-limit 200 --quiet"
+DPCNN_DATA=$DATA mpirun -np 2 ./dpcnn sweep "$T/sweep-mpirun" $SWEEP >"$T/sweep-mpirun.out" ||
+    { cat "$T/sweep-mpirun.out"; fail "the experiment under mpirun"; }
+start=$(date +%s)
+id=$(sbatch --parsable --job-name=sweep --output="$T/job-sweep-%a.out" --time=5 --array=0-1 \
+    -n 2 --ntasks-per-node=2 "$SBATCH" sweep "$T/sweep-array" $SWEEP)
+i=0
+while [ $i -lt 600 ]; do # until no task of the array waits or runs
+    states=$(scontrol -o show job "$id" 2>/dev/null | sed -n 's/.* JobState=\([A-Z_]*\) .*/\1/p')
+    echo "$states" | grep -qvE '^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY)$' || break
+    sleep 0.2
+    i=$((i + 1))
+done
+results=$(scontrol -o show job "$id" | sed -n 's/.* JobState=\([A-Z_]*\) .* ExitCode=\([0-9:]*\) .*/\1 \2/p' | sort | uniq -c)
+echo "array job $id: $(echo "$results" | tr '\n' ' ')after $(($(date +%s) - start)) s"
+[ "$(echo "$results" | sed 's/^ *//')" = "2 COMPLETED 0:0" ] || fail "array tasks: $results"
+grep -q "experiment $T/sweep-array: run 1 (array task)" "$T/job-sweep-1.out" ||
+    fail "array task 1 did not train run 1"
+for run in lr=0.01 lr=0.005; do
+    same "$T/sweep-mpirun/$run" "$T/sweep-array/$run"
+    grep -q '"ranks":2' "$T/sweep-array/$run/metrics.jsonl" || fail "$run: not trained on the task's 2 ranks"
+done
+untimed() { sed 's/"seconds":[^,]*,"samples_per_second":[^,]*,//' "$1"; }
+untimed "$T/sweep-mpirun/experiment.jsonl" >"$T/table-mpirun"
+untimed "$T/sweep-array/experiment.jsonl" >"$T/table-array"
+cmp "$T/table-mpirun" "$T/table-array" || { diff "$T/table-mpirun" "$T/table-array"; fail "the tables differ"; }
+[ "$(grep -c ',"status":"done",' "$T/table-array")" -eq 4 ] || fail "the array's table lacks runs"
+echo "an experiment as a job array of 2 tasks: identical runs and table to the mpirun mode's"
 
 # Outside an allocation the script refuses to run.
 set +e

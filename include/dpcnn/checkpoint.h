@@ -79,6 +79,10 @@ int checkpoint_model(const char *path, char *model, char *normalize);
  * rate are left out when override is set. */
 const char *checkpoint_differs(const RunState *a, const RunState *b, int override);
 
+/* How many epochs the checkpoint at path has done (its epochs_done attribute,
+ * read without verifying the file whole): how a sweep tells a finished run. */
+int checkpoint_epochs_done(const char *path, int *epochs_done);
+
 /* What --resume ARG names: a directory means its latest.h5. file gets the
  * checkpoint to read, dir the directory the run goes on writing in. */
 void checkpoint_resolve(const char *arg, char *file, char *dir, size_t n);

@@ -23,6 +23,13 @@ typedef struct Dist Dist;
 Dist *dist_init(int *argc, char ***argv);
 /* A world of one on MPI_COMM_SELF, for tests; MPI must be initialised. */
 Dist *dist_self(void);
+/* Collective over d: the ranks with the same color form a group, ordered by
+ * key (MPI_Comm_split). The group is a world of its own for everything dpcnn
+ * does with it (its rank 0 writes, its collectives and its agreed errors are
+ * its own), so a run trained on it gives the same bits as on a world of that
+ * size; it shares its nodes' cores with the rest of the job, so its local size
+ * is d's. Freed with dist_finalize. */
+Dist *dist_split(Dist *d, int color, int key);
 void dist_finalize(Dist *d);
 noreturn void dist_abort(Dist *d, int status);
 
@@ -34,7 +41,8 @@ double dist_wtime(void);
 
 /* Collective. rc < 0 on this rank means it failed with err_get() as the cause.
  * Returns 0 if no rank failed, else -1 on every rank; rank 0 prints the
- * distinct messages ("rank 1: ..." or "ranks 0-3: ..."), prefixed with what. */
+ * distinct messages ("rank 1: ..." or "ranks 0-3: ..."), prefixed with what,
+ * and keeps the first as its err_get(). */
 int dist_agree(Dist *d, int rc, const char *what);
 
 void dist_max_int(Dist *d, int *v, int n);
@@ -51,5 +59,9 @@ void dist_alltoallv(Dist *d, const void *send, const int *scount, const int *sdi
 void dist_allgatherv_float(Dist *d, const float *send, int count, float *recv, const int *counts,
                            const int *displs);
 void dist_barrier(Dist *d);
+/* A barrier for as long as the slowest rank takes (a sweep's groups that are
+ * done wait for those still training): it polls, beating the watchdog with
+ * doing, instead of blocking in MPI_Barrier. */
+void dist_wait_all(Dist *d, const char *doing);
 
 #endif

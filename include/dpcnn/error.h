@@ -26,13 +26,18 @@ enum {
 /* Who is speaking: set once MPI knows the rank. size > 1 adds "rank R" to messages. */
 void msg_set_rank(int rank, int size);
 int msg_rank(void);
+/* The run this process is training in an experiment (dpcnn sweep): every
+ * message and progress line then starts with "[run] ". NULL or "": none. */
+void msg_set_tag(const char *run);
+const char *msg_tag(void); /* "[run] " or "" */
 
 /* Informational output, rank 0 only; warnings from any rank, tagged with it. */
 void msg_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void msg_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* An error message to stderr now, from this rank, tagged with it. */
 void msg_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* An error of the whole job, which every rank knows: printed once, by rank 0. */
+/* An error of the whole job, which every rank knows: printed once, by rank 0,
+ * and kept as err_get() on every rank (a sweep records it as the run's reason). */
 void msg_job_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Recoverable errors: the last message, per thread. err_set returns -1 so

@@ -33,6 +33,9 @@ int fs_sync_path(const char *path);
  * who holds it there. If another process holds it, -1 with a message that
  * names the holder (pid, host, since when). *fd is the lock to keep open. */
 int fs_lock_dir(const char *dir, int *fd);
+/* Take an flock on path (created if need be), waiting for as long as another
+ * process holds it; release with fs_unlock_dir. */
+int fs_lock_wait(const char *path, int *fd);
 void fs_unlock_dir(int fd);
 
 #endif
