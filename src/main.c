@@ -11,6 +11,7 @@
 #include "dpcnn/isa.h"
 #include "dpcnn/layers.h"
 #include "dpcnn/options.h"
+#include "dpcnn/runtime.h"
 #include "dpcnn/stop.h"
 #include "dpcnn/sweep.h"
 #include "dpcnn/train.h"
@@ -65,6 +66,7 @@ static int launched(void)
 
 int main(int argc, char **argv)
 {
+    runtime_mark_start();
     /* dpcnn trains; dpcnn evaluate CHECKPOINT evaluates; dpcnn sweep DIR
      * trains an experiment's runs. Training takes a stop signal as a request
      * to checkpoint and stop from the first instant; evaluation has nothing
@@ -106,6 +108,7 @@ int main(int argc, char **argv)
                               : train.hang_timeout);
     watchdog_beat("starting MPI", 0);
     Dist *d = dist_init(&argc, &argv);
+    runtime_phase("MPI");
     int status = evaluating ? evaluate_run(&eval, d)
                  : sweeping ? sweep_run(&sweep, d)
                             : train_run(&train, d);

@@ -3,8 +3,10 @@
 #include <cblas.h>
 #include <sched.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dpcnn/error.h"
@@ -90,4 +92,45 @@ void runtime_report_kernels(Dist *d, int threads)
             break;
         }
     free(all);
+}
+
+/* ---- start-up phases ---- */
+
+enum { MAX_PHASES = 8 };
+static struct {
+    double start, last;
+    int n;
+    const char *name[MAX_PHASES];
+    double seconds[MAX_PHASES];
+} g_phases;
+
+static double mono_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+void runtime_mark_start(void)
+{
+    g_phases.start = g_phases.last = mono_now();
+    g_phases.n = 0;
+}
+
+void runtime_phase(const char *name)
+{
+    const double t = mono_now();
+    if (g_phases.n < MAX_PHASES) {
+        g_phases.name[g_phases.n] = name;
+        g_phases.seconds[g_phases.n++] = t - g_phases.last;
+    }
+    g_phases.last = t;
+}
+
+void runtime_startup_text(char *buf, size_t n)
+{
+    size_t at = (size_t)snprintf(buf, n, "%.3f s:", g_phases.last - g_phases.start);
+    for (int i = 0; i < g_phases.n && at < n; i++)
+        at += (size_t)snprintf(buf + at, n - at, "%s %s %.3f", i ? "," : "", g_phases.name[i],
+                               g_phases.seconds[i]);
 }

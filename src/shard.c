@@ -5,6 +5,7 @@
 
 #include "dpcnn/dataset.h"
 #include "dpcnn/error.h"
+#include "dpcnn/options.h"
 #include "dpcnn/shard.h"
 
 
@@ -111,6 +112,15 @@ int shard_read_test(Block *out, size_t *chunks, size_t *chunks_total, const Data
     return dataset_read(ds, SPLIT_TEST, out->first, out->count, out->images, out->labels);
 }
 
+size_t exchange_round_bytes(size_t record)
+{
+    unsigned long long v;
+    const char *e = getenv("DPCNN_EXCHANGE_BYTES");
+    if (e && options_parse_whole(e, 1, (unsigned long long)1 << 40, &v) == 0)
+        return v < record ? record : (size_t)v;
+    return EXCHANGE_ROUND_BYTES;
+}
+
 void exchange_init(Exchange *x, const Schedule *s, int rank, size_t sample_bytes)
 {
     memset(x, 0, sizeof *x);
@@ -136,10 +146,21 @@ void exchange_init(Exchange *x, const Schedule *s, int rank, size_t sample_bytes
             x->positions[k++] = p0 + q;
     }
     if (P > 1) {
-        /* At most everything held goes out, and everything trained on comes in. */
-        x->sendbuf = XCALLOC(uint8_t, held * REC);
+        /* Everything trained on comes in; what goes out goes in rounds, their
+         * number from the largest block (rank 0's), so every rank agrees. A
+         * round sends at most ceil(count / rounds) to each destination. */
+        const size_t most = part_first(s->n, P, 1);
+        const size_t round = exchange_round_bytes(REC);
+        x->rounds = (int)((most * REC + round - 1) / round);
+        x->rounds = x->rounds < 1 ? 1 : x->rounds;
+        x->sendbuf = XCALLOC(uint8_t, (held / (size_t)x->rounds + (size_t)P + 1) * REC);
         x->recvbuf = XCALLOC(uint8_t, mine * REC);
+        x->order = XCALLOC(uint32_t, held);
     }
+    x->round_scount = XCALLOC(int, P);
+    x->round_sdispl = XCALLOC(int, P);
+    x->round_rcount = XCALLOC(int, P);
+    x->round_rdispl = XCALLOC(int, P);
     x->scount = XCALLOC(int, P);
     x->sdispl = XCALLOC(int, P);
     x->rcount = XCALLOC(int, P);
@@ -159,6 +180,11 @@ void exchange_free(Exchange *x)
     free(x->rcount);
     free(x->rdispl);
     free(x->cursor);
+    free(x->round_scount);
+    free(x->round_sdispl);
+    free(x->round_rcount);
+    free(x->round_rdispl);
+    free(x->order);
     memset(x, 0, sizeof *x);
 }
 
@@ -193,13 +219,36 @@ void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d)
     memcpy(x->cursor, x->sdispl, sizeof(int) * P);
     for (size_t pos = 0; pos < s->n; pos++) {
         size_t i = perm[pos];
-        if (part_owner(s->n, P, i) != me)
-            continue;
-        uint8_t *rec = x->sendbuf + (size_t)x->cursor[rank_of_position(s, pos)]++ * REC;
-        memcpy(rec, mine->images + (i - mine->first) * PIX, PIX);
-        rec[PIX] = mine->labels[i - mine->first];
+        if (part_owner(s->n, P, i) == me)
+            x->order[x->cursor[rank_of_position(s, pos)]++] = (uint32_t)i;
     }
-    dist_alltoallv(d, x->sendbuf, x->scount, x->sdispl, x->recvbuf, x->rcount, x->rdispl, REC);
+    /* Round t carries the t-th slice of every pair's list, ceil(count/rounds)
+     * long: sender and receiver know the count, so they cut it alike. */
+    for (int t = 0; t < x->rounds; t++) {
+        int at = 0;
+        for (int r = 0; r < P; r++) {
+            const int b = (x->scount[r] + x->rounds - 1) / x->rounds;
+            const int lo = t * b < x->scount[r] ? t * b : x->scount[r];
+            const int hi = lo + b < x->scount[r] ? lo + b : x->scount[r];
+            x->round_scount[r] = hi - lo;
+            x->round_sdispl[r] = at;
+            for (int j = lo; j < hi; j++, at++) {
+                const size_t i = x->order[x->sdispl[r] + j];
+                uint8_t *rec = x->sendbuf + (size_t)at * REC;
+                memcpy(rec, mine->images + (i - mine->first) * PIX, PIX);
+                rec[PIX] = mine->labels[i - mine->first];
+            }
+        }
+        for (int r = 0; r < P; r++) {
+            const int b = (x->rcount[r] + x->rounds - 1) / x->rounds;
+            const int lo = t * b < x->rcount[r] ? t * b : x->rcount[r];
+            const int hi = lo + b < x->rcount[r] ? lo + b : x->rcount[r];
+            x->round_rcount[r] = hi - lo;
+            x->round_rdispl[r] = x->rdispl[r] + lo;
+        }
+        dist_alltoallv(d, x->sendbuf, x->round_scount, x->round_sdispl, x->recvbuf,
+                       x->round_rcount, x->round_rdispl, REC);
+    }
     /* Senders packed in epoch order, so each source's records arrive in the
      * order this rank needs them: walk the positions, taking the next from each. */
     memcpy(x->cursor, x->rdispl, sizeof(int) * P);

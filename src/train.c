@@ -87,6 +87,7 @@ typedef struct {
     RunState rs; /* the run's definition and position: what a checkpoint holds */
     RunLog log;
     int lock_fd;          /* rank 0: the checkpoint directory's lock */
+    int stepped;          /* this process has run a step (the start-up line is due) */
     double shard_seconds; /* exchange time of the current epoch */
     int64_t samples_run;  /* samples of the current epoch trained by this process */
 } Trainer;
@@ -453,6 +454,14 @@ static int run_epoch(Trainer *t)
                           cfg->checkpoint_dir);
             return EPOCH_FAILED;
         }
+        if (!t->stepped++) {
+            runtime_phase("the first step");
+            if (!cfg->quiet && !msg_tag()[0]) { /* a sweep's later runs started long ago */
+                char text[256];
+                runtime_startup_text(text, sizeof text);
+                runlog_notice(&t->log, "start-up to the end of the first step %s", text);
+            }
+        }
         pos += sched_rank_step_samples(&t->sched, (size_t)st, t->rank);
         const int bs = sched_step_size(&t->sched, (size_t)st);
         t->samples_run += bs;
@@ -571,9 +580,11 @@ int train_run(const TrainConfig *cfg, Dist *d)
     int status = DPCNN_EXIT_FAILURE;
     if (open_data(t) < 0)
         goto out;
+    runtime_phase("data");
     t->threads = runtime_threads(cfg->threads, d, sched_max_rank_micros(&t->sched));
     alloc_state(t);
     define_run(t);
+    runtime_phase("state");
     if (!cfg->quiet) {
         msg_info("dpcnn %s: %d rank%s x %d thread%s; data %s: %zu train, %zu test samples "
                  "(fingerprint %s)",
@@ -629,6 +640,7 @@ int train_run(const TrainConfig *cfg, Dist *d)
         goto out;
     if (!resumed && save_epoch_checkpoint(t) < 0) /* epoch-0000.h5: the starting point */
         goto out;
+    runtime_phase(resumed ? "resume" : "weights and epoch-0000.h5");
 
     const int64_t steps = (int64_t)sched_steps(&t->sched);
     while (t->rs.epochs_done < cfg->epochs) {

@@ -37,6 +37,12 @@ for np in 2 3 4; do
     strip_metrics "$T/np$np/metrics.jsonl" >"$T/m$np"
     cmp "$T/m1" "$T/m$np" || { diff "$T/m1" "$T/m$np"; fail "np=$np: metrics differ"; }
 done
+# The epoch's exchange in many small rounds (about 25 samples each) instead of one.
+DPCNN_EXCHANGE_BYTES=20000 mpirun -np 3 $RUN --epochs 2 --limit 1030 --test-limit 530 \
+    --checkpoint-dir "$T/rounds" >"$T/rounds.log" 2>&1 || { cat "$T/rounds.log"; fail "rounds run"; }
+for f in epoch-0001.h5 epoch-0002.h5; do
+    cmp "$T/np1/$f" "$T/rounds/$f" || fail "np=3 in exchange rounds of 20000 bytes: $f differs"
+done
 grep -q '"train_samples":1030,' "$T/np4/metrics.jsonl" || fail "train samples miscounted"
 grep -q '"test_samples":530,' "$T/np4/metrics.jsonl" || fail "test samples miscounted"
 grep -q '"ranks":4' "$T/np4/metrics.jsonl" || fail "ranks field"

@@ -57,7 +57,14 @@ typedef struct {
     uint8_t *images, *labels;
 } Block;
 
-/* The exchange, with buffers allocated once for the whole run. */
+/* The exchange, with buffers allocated once for the whole run. What a rank
+ * sends goes out in `rounds` collectives of at most exchange_round_bytes()
+ * (and a record per destination) each: a send buffer as large as the rank's
+ * block was a third of a rank's memory at np = 4. */
+#define EXCHANGE_ROUND_BYTES ((size_t)4 << 20)
+/* EXCHANGE_ROUND_BYTES, or $DPCNN_EXCHANGE_BYTES (less memory, more
+ * collectives; never less than one record). The same on every rank. */
+size_t exchange_round_bytes(size_t record);
 typedef struct {
     Schedule sched;
     int rank;
@@ -67,6 +74,9 @@ typedef struct {
     uint8_t *label;           /* and their labels */
     uint8_t *sendbuf, *recvbuf;
     int *scount, *sdispl, *rcount, *rdispl, *cursor;
+    int *round_scount, *round_sdispl, *round_rcount, *round_rdispl;
+    uint32_t *order;        /* the samples this rank holds, by destination, in epoch order */
+    int rounds;
     size_t *positions;      /* this rank's epoch positions, ascending */
 } Exchange;
 
