@@ -11,6 +11,7 @@
 #include "dpcnn/watchdog.h"
 
 struct Dist {
+    int local;     /* a world of one without MPI (a process no launcher started) */
     MPI_Comm comm;
     MPI_Comm node; /* ranks sharing this node's memory */
     int rank, size, local_size;
@@ -56,8 +57,28 @@ static Dist *make(MPI_Comm comm)
     return d;
 }
 
-Dist *dist_init(int *argc, char ***argv)
+/* A world of one rank that never calls MPI: every collective is the identity
+ * (or a copy), and nothing is started. */
+static Dist *make_local(void)
 {
+    Dist *d = XCALLOC(Dist, 1);
+    d->local = 1;
+    d->comm = d->node = MPI_COMM_NULL;
+    d->size = d->local_size = 1;
+    return d;
+}
+
+Dist *dist_init(int *argc, char ***argv, int launched)
+{
+    if (!launched) {
+        /* Open MPI's singleton start (MPI_Init without a launcher) forks a
+         * helper daemon and took 0.3 s, twice the rest of dpcnn's start-up;
+         * a process alone needs none of it. */
+        Dist *d = make_local();
+        g_world = d;
+        msg_set_rank(0, 1);
+        return d;
+    }
     int provided;
     if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
         fprintf(stderr, "dpcnn: error: MPI_Init_thread failed\n");
@@ -76,11 +97,13 @@ Dist *dist_init(int *argc, char ***argv)
 
 Dist *dist_self(void)
 {
-    return make(MPI_COMM_SELF);
+    return make_local();
 }
 
 Dist *dist_split(Dist *d, int color, int key)
 {
+    if (d->local)
+        return make_local();
     MPI_Comm comm;
     MPI_CHECK(d, MPI_Comm_split(d->comm, color, key, &comm));
     Dist *g = make(comm);
@@ -94,6 +117,12 @@ void dist_finalize(Dist *d)
 {
     if (!d)
         return;
+    if (d->local) {
+        if (g_world == d)
+            g_world = NULL;
+        free(d);
+        return;
+    }
     MPI_Comm_free(&d->node);
     if (d->owns_comm)
         MPI_Comm_free(&d->comm);
@@ -128,6 +157,15 @@ double dist_wtime(void)
 int dist_agree(Dist *d, int rc, const char *what)
 {
     int failed = rc < 0, any = failed;
+    if (d->local) {
+        if (!failed)
+            return 0;
+        char first[ERR_MAX];
+        snprintf(first, sizeof first, "%s%s%s", what ? what : "", what ? ": " : "", err_get());
+        msg_error("%s", first);
+        err_set("%s", first);
+        return -1;
+    }
     MPI_CHECK(d, MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, d->comm));
     if (!any)
         return 0;
@@ -193,11 +231,15 @@ int dist_agree(Dist *d, int rc, const char *what)
 
 void dist_max_int(Dist *d, int *v, int n)
 {
+    if (d->local)
+        return;
     MPI_CHECK(d, MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT, MPI_MAX, d->comm));
 }
 
 void dist_sum_int64(Dist *d, int64_t *v, size_t n)
 {
+    if (d->local)
+        return;
     /* MPI counts are int: reduce in slices for very large buffers. */
     const size_t slice = (size_t)1 << 28;
     for (size_t off = 0; off < n; off += slice) {
@@ -208,6 +250,8 @@ void dist_sum_int64(Dist *d, int64_t *v, size_t n)
 
 void dist_sum_float(Dist *d, float *v, size_t n)
 {
+    if (d->local)
+        return;
     const size_t slice = (size_t)1 << 28;
     for (size_t off = 0; off < n; off += slice) {
         int cnt = (int)(n - off < slice ? n - off : slice);
@@ -217,17 +261,29 @@ void dist_sum_float(Dist *d, float *v, size_t n)
 
 void dist_bcast(Dist *d, void *buf, size_t bytes, int root)
 {
+    if (d->local)
+        return;
     MPI_CHECK(d, MPI_Bcast(buf, (int)bytes, MPI_BYTE, root, d->comm));
 }
 
 void dist_allgather_u64(Dist *d, uint64_t v, uint64_t *out)
 {
+    if (d->local) {
+        out[0] = v;
+        return;
+    }
     MPI_CHECK(d, MPI_Allgather(&v, 1, MPI_UINT64_T, out, 1, MPI_UINT64_T, d->comm));
 }
 
 void dist_alltoallv(Dist *d, const void *send, const int *scount, const int *sdispl,
                     void *recv, const int *rcount, const int *rdispl, size_t rec_bytes)
 {
+    if (d->local) {
+        memcpy((char *)recv + (size_t)rdispl[0] * rec_bytes,
+               (const char *)send + (size_t)sdispl[0] * rec_bytes, (size_t)rcount[0] * rec_bytes);
+        (void)scount;
+        return;
+    }
     MPI_Datatype rec;
     MPI_CHECK(d, MPI_Type_contiguous((int)rec_bytes, MPI_BYTE, &rec));
     MPI_CHECK(d, MPI_Type_commit(&rec));
@@ -238,17 +294,26 @@ void dist_alltoallv(Dist *d, const void *send, const int *scount, const int *sdi
 void dist_allgatherv_float(Dist *d, const float *send, int count, float *recv, const int *counts,
                            const int *displs)
 {
+    if (d->local) {
+        memcpy(recv + displs[0], send, sizeof(float) * (size_t)count);
+        (void)counts;
+        return;
+    }
     MPI_CHECK(d, MPI_Allgatherv(send, count, MPI_FLOAT, recv, counts, displs, MPI_FLOAT,
                                 d->comm));
 }
 
 void dist_barrier(Dist *d)
 {
+    if (d->local)
+        return;
     MPI_CHECK(d, MPI_Barrier(d->comm));
 }
 
 void dist_wait_all(Dist *d, const char *doing)
 {
+    if (d->local)
+        return;
     MPI_Request req;
     MPI_CHECK(d, MPI_Ibarrier(d->comm, &req));
     for (int done = 0;;) {

@@ -98,7 +98,8 @@ int main(int argc, char **argv)
             fprintf(stderr, "dpcnn: error: %s\n", err_get());
         return DPCNN_EXIT_FAILURE;
     }
-    train.launched = sweep.launched = launched();
+    const int by_launcher = launched();
+    train.launched = sweep.launched = by_launcher;
     /* The watchdog runs from before MPI_Init to after MPI_Finalize: a rank
      * stopped or lost while the others wait in either would hold them there
      * for ever. Until MPI knows, the launcher says who is speaking. */
@@ -107,7 +108,7 @@ int main(int argc, char **argv)
                    : sweeping ? sweep.common.hang_timeout
                               : train.hang_timeout);
     watchdog_beat("starting MPI", 0);
-    Dist *d = dist_init(&argc, &argv);
+    Dist *d = dist_init(&argc, &argv, by_launcher);
     runtime_phase("MPI");
     int status = evaluating ? evaluate_run(&eval, d)
                  : sweeping ? sweep_run(&sweep, d)

@@ -203,6 +203,18 @@ script -qec "./dpcnn --data $DATA --epochs 1 --limit 2000 --test-limit 100 --thr
 grep -q "$(printf '\r\033\\[K')epoch 1/1  step" "$T/tty.out" ||
     { cat -v "$T/tty.out"; fail "no live progress line on a terminal"; }
 
+# A process no launcher started is a world of one without MPI: Open MPI's
+# singleton start would fork a helper daemon (orted) as its child.
+./dpcnn --data "$DATA" --epochs 1000 --limit 3000 --test-limit 100 --threads 1 --quiet \
+    --checkpoint-dir "$T/alone" >"$T/alone.log" 2>&1 &
+alone=$!
+sleep 1
+kids=$(pgrep -P "$alone" | tr '\n' ' ')
+kill -TERM "$alone"
+wait "$alone" || true
+[ -z "$kids" ] || fail "a single process started child processes: $kids ($(ps -o comm= -p $kids))"
+grep -q "stopped by SIGTERM" "$T/alone.log" || { cat "$T/alone.log"; fail "the lone run did not stop as asked"; }
+
 # dpcnn-prepare: a bad input names the file, and leaves no output behind.
 expect 1 "$T/nowhere/train-images-idx3-ubyte: cannot read the IDX file: no such file" ./dpcnn-prepare -o "$T/p.h5" "$T/nowhere"
 [ ! -e "$T/p.h5" ] || fail "dpcnn-prepare left an output behind"

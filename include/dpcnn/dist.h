@@ -19,9 +19,11 @@
 
 typedef struct Dist Dist;
 
-/* MPI_Init_thread (funneled: only the main thread calls MPI) on the world. */
-Dist *dist_init(int *argc, char ***argv);
-/* A world of one on MPI_COMM_SELF, for tests; MPI must be initialised. */
+/* MPI_Init_thread (funneled: only the main thread calls MPI) on the world,
+ * for a process a launcher started (mpirun, srun); for one no launcher
+ * started, a world of one rank without MPI at all. */
+Dist *dist_init(int *argc, char ***argv, int launched);
+/* A world of this process alone, without MPI (for tests). */
 Dist *dist_self(void);
 /* Collective over d: the ranks with the same color form a group, ordered by
  * key (MPI_Comm_split). The group is a world of its own for everything dpcnn

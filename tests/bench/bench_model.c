@@ -9,7 +9,8 @@
  * dense arithmetic (the products' multiply-adds, two FLOPs each) as GFLOP/s
  * and, given the core's peak (fma_peak), as a fraction of it.
  *
- * Usage: bench_model [MICRO_BATCH] [SECONDS] [MODEL] [PEAK_GFLOPS] */
+ * Usage: bench_model [MICRO_BATCH] [SECONDS] [MODEL] [PEAK_GFLOPS] [KERNELS]
+ * (KERNELS native or openblas; DPCNN_ISA picks the native path). */
 #include "config.h"
 
 #include <cblas.h>
@@ -19,6 +20,8 @@
 #include <time.h>
 
 #include "dpcnn/error.h"
+#include "dpcnn/isa.h"
+#include "dpcnn/layers.h"
 #include "dpcnn/model.h"
 #include "dpcnn/net.h"
 
@@ -37,6 +40,10 @@ int main(int argc, char **argv)
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
     openblas_set_num_threads(1);
 #endif
+    if (isa_select() < 0 || engine_select(argc > 5 ? argv[5] : "native") < 0) {
+        fprintf(stderr, "bench_model: %s\n", err_get());
+        return 1;
+    }
     static Net net;
     if (net_load(&net, model, (Shape){1, 28, 28, 0}, 10) < 0) {
         fprintf(stderr, "bench_model: %s\n", err_get());
@@ -92,9 +99,9 @@ int main(int argc, char **argv)
         nsteps++;
     }
     const double peak = argc > 4 ? atof(argv[4]) : 0.0;
-    printf("%s, micro-batch %d: forward %.2f us/sample, backward %.2f us/sample, "
+    printf("%s (%s, %s), micro-batch %d: forward %.2f us/sample, backward %.2f us/sample, "
            "total %.2f us/sample = %.0f samples/s (best of many)\n",
-           model, n, 1e6 * best_f / n, 1e6 * best_b / n, 1e6 * (best_f + best_b) / n,
+           model, engine_current()->name, isa_name(isa_current()), n, 1e6 * best_f / n, 1e6 * best_b / n, 1e6 * (best_f + best_b) / n,
            n / (best_f + best_b));
     printf("  dense arithmetic %.3f MFLOP/sample: %.1f GFLOP/s", 1e-6 * (all_f + all_b),
            1e-9 * (all_f + all_b) * n / (best_f + best_b));

@@ -26,7 +26,7 @@ static int cmp(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    Dist *d = dist_init(&argc, &argv);
+    Dist *d = dist_init(&argc, &argv, 1);
     int total = argc > 1 ? atoi(argv[1]) : 4, reps = argc > 2 ? atoi(argv[2]) : 2000;
     int P = dist_size(d), r = dist_rank(d);
     int first = (int)part_first((size_t)total, P, r), last = (int)part_first((size_t)total, P, r + 1);
