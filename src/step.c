@@ -58,6 +58,21 @@ Stepper *stepper_create(const Net *net, const InputTransform *input, int micro_b
     st->slot_stats = XCALLOC(float, (size_t)st->max_slots * st->nstats);
     st->all_stats = XCALLOC(float, (size_t)(max_micro_total > 0 ? max_micro_total : 1) * st->nstats);
     st->acc = XCALLOC(int64_t, st->nparams + 2);
+    /* pieces of at most PIECE floats, each inside one tensor (its own grid) */
+    enum { PIECE = 4096 };
+    size_t np = 0;
+    for (int t = 0; t < NT; t++)
+        np += (net->tensors[t].count + PIECE - 1) / PIECE;
+    st->piece_tensor = XCALLOC(int, np + 1);
+    st->piece_off = XCALLOC(size_t, np + 1);
+    st->piece_len = XCALLOC(size_t, np + 1);
+    for (int t = 0; t < NT; t++)
+        for (size_t at = 0; at < net->tensors[t].count; at += PIECE) {
+            const size_t left = net->tensors[t].count - at;
+            st->piece_tensor[st->npieces] = t;
+            st->piece_off[st->npieces] = net->tensors[t].offset + at;
+            st->piece_len[st->npieces++] = left < PIECE ? left : PIECE;
+        }
     st->chunk_loss = XCALLOC(double, max_chunks + 1);
     st->confusion = XCALLOC(int64_t, (size_t)st->threads * net->classes * net->classes);
     st->stage = XCALLOC(uint8_t, (size_t)st->threads * micro_batch * st->sample_bytes);
@@ -80,6 +95,9 @@ void stepper_free(Stepper *st)
     free(st->stat_counts);
     free(st->stat_displs);
     free(st->acc);
+    free(st->piece_tensor);
+    free(st->piece_off);
+    free(st->piece_len);
     free(st->chunk_loss);
     free(st->confusion);
     free(st->stage);
@@ -125,22 +143,26 @@ static int reduce_exact(Stepper *st, Dist *d, float *grads, StepSums *sums, int 
     int shift[NET_MAX_TENSORS + 1];
     for (int i = 0; i <= NT; i++)
         shift[i] = xsum_shift(ctl[i], nmicro_total);
+    /* integers add in any order: the threads take pieces of the parameters */
     int64_t *acc = st->acc;
-    memset(acc, 0, sizeof(int64_t) * (NPARAM + 2));
+#pragma omp parallel for num_threads(st->threads) schedule(static)
+    for (int p = 0; p < st->npieces; p++) {
+        const size_t off = st->piece_off[p], len = st->piece_len[p];
+        memset(acc + off, 0, sizeof(int64_t) * len);
+        for (int k = 0; k < nmicro; k++)
+            xsum_add_f32(acc + off, st->slot_grads + (size_t)k * NPARAM + off, len,
+                         shift[st->piece_tensor[p]]);
+    }
+    acc[NPARAM] = acc[NPARAM + 1] = 0;
     for (int k = 0; k < nmicro; k++) {
-        const float *g = st->slot_grads + (size_t)k * NPARAM;
-        for (int t = 0; t < NT; t++) {
-            const TensorInfo *ti = &net->tensors[t];
-            xsum_add_f32(acc + ti->offset, g + ti->offset, ti->count, shift[t]);
-        }
         xsum_add_f64(acc + NPARAM, &st->slot_loss[k], 1, shift[NT]);
         acc[NPARAM + 1] += st->slot_correct[k];
     }
     dist_sum_int64(d, acc, NPARAM + 2);
-    for (int t = 0; t < NT; t++) {
-        const TensorInfo *ti = &net->tensors[t];
-        xsum_get_f32(grads + ti->offset, acc + ti->offset, ti->count, shift[t]);
-    }
+#pragma omp parallel for num_threads(st->threads) schedule(static)
+    for (int p = 0; p < st->npieces; p++)
+        xsum_get_f32(grads + st->piece_off[p], acc + st->piece_off[p], st->piece_len[p],
+                     shift[st->piece_tensor[p]]);
     sums->loss_sum = xsum_get_f64(acc[NPARAM], shift[NT]);
     sums->correct = acc[NPARAM + 1];
     return 0;

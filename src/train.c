@@ -415,7 +415,13 @@ static int train_step(Trainer *t, size_t st, size_t pos, StepSums *sums)
     if (t->rs.step < t->cfg.warmup)
         lr = t->cfg.lr * (double)t->rs.step / (double)t->cfg.warmup;
     AdamConfig ac = {lr, t->cfg.beta1, t->cfg.beta2, t->cfg.eps};
-    adam_step(params, t->ms.adam_m, t->ms.adam_v, t->grads, t->net.nparams, &ac, t->rs.step);
+    /* element by element, so the threads take pieces (multiples of 64
+     * floats: the same elements take the vector path as in one call) */
+    const size_t P = t->net.nparams, piece = 8192;
+#pragma omp parallel for num_threads(t->threads) schedule(static)
+    for (size_t at = 0; at < P; at += piece)
+        adam_step(params + at, t->ms.adam_m + at, t->ms.adam_v + at, t->grads + at,
+                  P - at < piece ? P - at : piece, &ac, t->rs.step);
     if (fault_due("drift", t->rs.step, t->rank))
         params[0] += 1e-3f;
     if (fault_due("kill", t->rs.step, t->rank))

@@ -34,6 +34,9 @@ typedef struct {
     float *all_stats;        /* [max_micro_total][nstats]: every rank's, in order */
     int *stat_counts, *stat_displs;
     int64_t *acc;            /* gradients, loss, correct */
+    int npieces;             /* the parameters in pieces of one tensor each, */
+    int *piece_tensor;       /* for the threads to convert and add: which tensor, */
+    size_t *piece_off, *piece_len; /* where and how long */
     double *chunk_loss;      /* evaluation: one loss per chunk */
     int64_t *confusion;      /* evaluation: [threads][classes][classes] */
     uint8_t *stage;          /* [threads][micro_batch][sample bytes]: a micro-batch, gathered */
