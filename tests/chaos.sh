@@ -244,12 +244,6 @@ reproduce() {
     echo "reproduce with: CHAOS_SEED=$SEED tests/chaos.sh -n $N -r $PER_RUN${QUICK:+ -q} (run $RUN)"
 }
 
-strip_metrics() {
-    sed -e 's/"seconds":[^,]*,//; s/"samples_per_second":[^,]*,//' \
-        -e 's/"eval_seconds":[^,]*,//; s/"shard_seconds":[^,]*,//' \
-        -e 's/"reduce_seconds":[^,]*,//; s/,"ranks":[0-9]*//' "$1"
-}
-
 cleanup() { # cleanup STATUS
     # end what is left of a run this script started (only after a failure)
     if [ -n "${DIR:-}" ]; then

@@ -7,19 +7,6 @@
 . "${srcdir:-.}/tests/lib.sh"
 ARGS="--data $DATA --threads 1 --epochs 1 --limit 600 --test-limit 200 --metrics-every 2 --quiet"
 
-strip_metrics() {
-    sed -e 's/"seconds":[^,]*,//; s/"samples_per_second":[^,]*,//' \
-        -e 's/"eval_seconds":[^,]*,//; s/"shard_seconds":[^,]*,//' \
-        -e 's/"reduce_seconds":[^,]*,//; s/,"ranks":[0-9]*//' "$1"
-}
-same() { # same A B: identical checkpoints and metrics
-    for f in "$1"/epoch-*.h5; do
-        cmp "$f" "$2/$(basename "$f")" || fail "$(basename "$f") differs: $1 vs $2"
-    done
-    strip_metrics "$1/metrics.jsonl" >"$T/ma"
-    strip_metrics "$2/metrics.jsonl" >"$T/mb"
-    cmp "$T/ma" "$T/mb" || fail "metrics differ: $1 vs $2"
-}
 
 printf 'Conv2d(1, 4, 3, stride=2, padding=1)\nReLU()\nAvgPool2d(2)\nFlatten()\nDropout(0.3)\nLinear(196, 32)\nReLU()\nBatchNorm1d(32)\nLinear(32, 10)\n' \
     >"$T/mixed.txt"
@@ -42,12 +29,12 @@ for model in tutorial bn "$T/mixed.txt"; do
         start=$(date +%s)
         DPCNN_ISA=$isa ./dpcnn $ARGS --model "$model" --checkpoint-dir "$T/$name-$isa"
         echo "$name on $isa: $(($(date +%s) - start)) s"
-        [ -n "$ref" ] && same "$T/$name-$ref" "$T/$name-$isa"
+        [ -n "$ref" ] && same_run "$T/$name-$ref" "$T/$name-$isa"
         ref=${ref:-$isa}
     done
     for core in Prescott Haswell SkylakeX; do
         OPENBLAS_CORETYPE=$core ./dpcnn $ARGS --model "$model" --checkpoint-dir "$T/$name-$core"
-        same "$T/$name-$ref" "$T/$name-$core"
+        same_run "$T/$name-$ref" "$T/$name-$core"
     done
     echo "$name: byte-identical on every path ($paths ) and under every OpenBLAS kernel"
 done

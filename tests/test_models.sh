@@ -14,20 +14,6 @@
 command -v mpirun >/dev/null || fail "mpirun not found (apt-get install openmpi-bin)"
 RUN="./dpcnn --data $DATA --threads 1"
 
-strip_metrics() {
-    sed -e 's/"seconds":[^,]*,//; s/"samples_per_second":[^,]*,//' \
-        -e 's/"eval_seconds":[^,]*,//; s/"shard_seconds":[^,]*,//' \
-        -e 's/"reduce_seconds":[^,]*,//; s/,"ranks":[0-9]*//' "$1"
-}
-# same_run A B: every epoch checkpoint of A is byte-identical in B, and the metrics agree
-same_run() {
-    for f in "$1"/epoch-*.h5; do
-        cmp "$f" "$2/$(basename "$f")" || fail "$(basename "$f") differs between $1 and $2"
-    done
-    strip_metrics "$1/metrics.jsonl" >"$T/ma"
-    strip_metrics "$2/metrics.jsonl" >"$T/mb"
-    cmp "$T/ma" "$T/mb" || { diff "$T/ma" "$T/mb" | head; fail "metrics differ: $1 vs $2"; }
-}
 accuracy() { # the last epoch's test accuracy in DIR/metrics.jsonl
     tail -1 "$1/metrics.jsonl" | sed 's/.*"test_accuracy":\([0-9.e-]*\).*/\1/'
 }

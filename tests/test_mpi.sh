@@ -12,12 +12,6 @@ command -v pgrep >/dev/null || fail "pgrep not found (apt-get install procps)"
 # On a 2-core machine four ranks share cores: keep each to one thread.
 RUN="./dpcnn --data $DATA --threads 1"
 
-# Strip what may differ between equal runs: timing and the rank count.
-strip_metrics() {
-    sed -e 's/"seconds":[^,]*,//; s/"samples_per_second":[^,]*,//' \
-        -e 's/"eval_seconds":[^,]*,//; s/"shard_seconds":[^,]*,//' \
-        -e 's/"reduce_seconds":[^,]*,//; s/,"ranks":[0-9]*//' "$1"
-}
 
 # ---------------------------------------------------------------- same bits
 # 1030 samples, batch 100 of 4 micro-batches of 25: 3 ranks get 2/1/1, and the

@@ -14,20 +14,6 @@
 command -v pkill >/dev/null || fail "pkill not found (apt-get install procps)"
 ARGS="--data $DATA --threads 1 --limit 2000 --test-limit 300 --metrics-every 4"
 
-strip_metrics() {
-    sed -e 's/"seconds":[^,]*,//; s/"samples_per_second":[^,]*,//' \
-        -e 's/"eval_seconds":[^,]*,//; s/"shard_seconds":[^,]*,//' \
-        -e 's/"reduce_seconds":[^,]*,//; s/,"ranks":[0-9]*//' "$1"
-}
-# same_run DIR_A DIR_B: the files both runs wrote are identical
-same_run() {
-    for f in "$1"/epoch-*.h5; do
-        cmp "$f" "$2/$(basename "$f")" || fail "$(basename "$f") differs between $1 and $2"
-    done
-    strip_metrics "$1/metrics.jsonl" >"$T/ma"
-    strip_metrics "$2/metrics.jsonl" >"$T/mb"
-    cmp "$T/ma" "$T/mb" || { diff "$T/ma" "$T/mb" | head; fail "metrics differ: $1 vs $2"; }
-}
 
 # The uninterrupted reference: 3 epochs of 20 steps.
 ./dpcnn $ARGS --epochs 3 --checkpoint-dir "$T/straight" --quiet

@@ -15,21 +15,6 @@ GRID="--lr 0.01 --lr 0.005 --batch-size 50 --batch-size 100"
 RUN="--data $DATA --threads 1 --limit 6000 --test-limit 300 --epochs 4"
 NAMES="lr=0.01,batch_size=50 lr=0.01,batch_size=100 lr=0.005,batch_size=50 lr=0.005,batch_size=100"
 
-# The metrics without the timing fields and the rank count.
-strip_metrics() {
-    sed -e 's/"seconds":[^,]*,//; s/"samples_per_second":[^,]*,//' \
-        -e 's/"eval_seconds":[^,]*,//; s/"shard_seconds":[^,]*,//' \
-        -e 's/"reduce_seconds":[^,]*,//; s/,"ranks":[0-9]*//' "$1"
-}
-# same_run DIR_REF DIR: every checkpoint and metrics line of the reference, bit for bit
-same_run() {
-    for f in "$1"/epoch-*.h5; do
-        cmp "$f" "$2/$(basename "$f")" || fail "$2/$(basename "$f") differs from $f"
-    done
-    strip_metrics "$1/metrics.jsonl" >"$T/ma"
-    strip_metrics "$2/metrics.jsonl" >"$T/mb"
-    cmp "$T/ma" "$T/mb" || { diff "$T/ma" "$T/mb" | head; fail "metrics differ: $1 vs $2"; }
-}
 # field KEY: the values of KEY in JSON lines on stdin, one per line
 field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p"; }
 
