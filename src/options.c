@@ -57,7 +57,7 @@ void options_usage(FILE *f)
         "  --metrics-every N   a per-step record in metrics.jsonl every N steps (default 0:\n"
         "                      epochs only)\n"
         "  --hang-timeout S    end the whole job when a rank makes no progress for S\n"
-        "                      seconds (default 300; 0: never)\n"
+        "                      seconds (default 60; 0: never)\n"
         "  --threads N         worker threads per rank (default: this rank's share of\n"
         "                      the node's cores)\n"
         "  --check-every N     compare replicas across ranks every N steps (default 100;\n"
