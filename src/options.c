@@ -58,7 +58,7 @@ void options_usage(FILE *f)
         "  --metrics-every N   a per-step record in metrics.jsonl every N steps (default 0:\n"
         "                      epochs only)\n"
         "  --hang-timeout S    end the whole job when a rank makes no progress for S\n"
-        "                      seconds (default 300; 0: never)\n"
+        "                      seconds (default 60; 0: never)\n"
         "  --kernels NAME      native (default): dpcnn's own kernels, the same bits on\n"
         "                      every x86-64 CPU; openblas: OpenBLAS's sgemm, whose bits\n"
         "                      depend on its kernel for the CPU\n"

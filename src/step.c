@@ -21,6 +21,7 @@
 
 #include "dpcnn/error.h"
 #include "dpcnn/step.h"
+#include "dpcnn/watchdog.h"
 #include "dpcnn/xsum.h"
 
 static int thread_id(void)
@@ -308,6 +309,7 @@ void stepper_evaluate(Stepper *st, Dist *d, EvalResult *r, const float *params,
         int correct = 0;
         st->chunk_loss[c] = model_forward(ws, params, buffers, images + first * PIX,
                                           labels + first, n, &correct, &pass);
+        watchdog_tick(); /* a long evaluation is progress, chunk by chunk */
         int64_t *conf = st->confusion + (size_t)tid * NCONF;
         for (int s = 0; s < n; s++) {
             const float *z = model_logits(ws, s);

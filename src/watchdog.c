@@ -14,6 +14,7 @@ static atomic_int g_waiting;
 static atomic_llong g_step;
 static const char *_Atomic g_doing = "starting";
 static double g_timeout;
+static char g_host[256] = "?";
 static pthread_t g_thread;
 static atomic_int g_running;
 /* The thread naps on this condition, so that watchdog_stop wakes it at once:
@@ -52,14 +53,18 @@ static void *watch(void *arg)
             since = now();
             continue;
         }
-        if (now() - since < g_timeout)
+        /* In a collective, the MPI module names the silent rank at the
+         * timeout; this thread only backs it up. */
+        const int waiting = atomic_load(&g_waiting);
+        if (now() - since < g_timeout + (waiting ? WATCHDOG_WAIT_GRACE : 0))
             continue;
         /* No progress: say where this rank is, then end the process. The
          * launcher takes the other ranks down; exit codes name the failure. */
-        msg_error("no progress for %.0f s (%s %lld, %s); ending the job (--hang-timeout)",
-                  now() - since, atomic_load(&g_doing), (long long)atomic_load(&g_step),
-                  atomic_load(&g_waiting) ? "waiting for the other ranks in a collective"
-                                          : "computing or doing I/O on this rank");
+        msg_error("no progress on this rank (host %s) for %.0f s (%s %lld, %s); ending the job "
+                  "(--hang-timeout)",
+                  g_host, now() - since, atomic_load(&g_doing), (long long)atomic_load(&g_step),
+                  waiting ? "waiting for the other ranks in a collective"
+                          : "computing or doing I/O on this rank");
         _exit(DPCNN_EXIT_FAILURE);
     }
     pthread_mutex_unlock(&g_lock);
@@ -71,6 +76,9 @@ void watchdog_start(double timeout)
     if (timeout <= 0 || atomic_load(&g_running))
         return;
     g_timeout = timeout;
+    if (gethostname(g_host, sizeof g_host) != 0)
+        snprintf(g_host, sizeof g_host, "?");
+    g_host[sizeof g_host - 1] = '\0';
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* naps immune to clock changes */
@@ -101,7 +109,25 @@ void watchdog_beat(const char *doing, long long step)
     atomic_fetch_add(&g_beats, 1);
 }
 
+double watchdog_timeout(void)
+{
+    return atomic_load(&g_running) ? g_timeout : 0;
+}
+
+void watchdog_tick(void)
+{
+    atomic_fetch_add(&g_beats, 1);
+}
+
+const char *watchdog_doing(long long *step)
+{
+    *step = (long long)atomic_load(&g_step);
+    return atomic_load(&g_doing);
+}
+
 void watchdog_waiting(int waiting)
 {
+    if (waiting)
+        atomic_fetch_add(&g_beats, 1);
     atomic_store(&g_waiting, waiting);
 }

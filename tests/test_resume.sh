@@ -75,7 +75,9 @@ echo "SIGTERM to one process, resumed: identical"
 # The workstation launcher: ranks, oversubscription, and SIGTERM passed on as
 # SIGUSR1 so the ranks stop together with a checkpoint.
 LOCAL="${srcdir:-.}/launch/dpcnn-local"
-DPCNN=$PWD/dpcnn sh "$LOCAL" -n 3 $ARGS --epochs 1 --checkpoint-dir "$T/local" --quiet
+DPCNN=$PWD/dpcnn sh "$LOCAL" -n 3 $ARGS --epochs 1 --checkpoint-dir "$T/local" --quiet 2>"$T/local.err"
+grep -q "^+ mpirun -np 3 --mca oob_tcp_keepalive_time 5 --mca oob_tcp_keepalive_intvl 2 --mca oob_tcp_keepalive_probes 3 " "$T/local.err" ||
+    { cat "$T/local.err"; fail "dpcnn-local: mpirun runs without the runtime keepalive"; }
 [ "$(readlink "$T/local/latest.h5")" = epoch-0001.h5 ] || fail "dpcnn-local: no checkpoint"
 grep -q '"ranks":3' "$T/local/metrics.jsonl" || fail "dpcnn-local did not start 3 ranks"
 DPCNN=$PWD/dpcnn stop_after_epoch1 TERM "$T/localsig" sh "$LOCAL" -n 2 $BIG --epochs 4 \

@@ -101,6 +101,8 @@ for spec in "srun2:-n 2 --ntasks-per-node=2" "srun4:-n 4 --ntasks-per-node=4" \
     [ "$result" = "COMPLETED 0:0" ] || fail "job $name: $result"
     grep -q "hosts: " "$T/job-$name.out" || fail "the script did not print the hosts"
     grep -q "command: .*dpcnn" "$T/job-$name.out" || fail "the script did not print the command"
+    [ "$launcher" = srun ] || grep -q "command: mpirun --mca oob_tcp_keepalive_time 5 .*probes 3 " \
+        "$T/job-$name.out" || fail "mpirun runs without the runtime keepalive"
     [ "$(grep -c '"type":"epoch"' "$T/$name/metrics.jsonl")" -eq 2 ] || fail "$name: metrics.jsonl"
     tasks=$(echo "$spec" | sed 's/.*-n \([0-9]*\).*/\1/')
     grep -q "\"ranks\":$tasks" "$T/$name/metrics.jsonl" || fail "$name: not $tasks ranks"

@@ -9,7 +9,12 @@
  * Errors that every rank can see are decided together: dist_agree() is a
  * collective that tells every rank whether any rank failed, and prints each
  * distinct failure once (from rank 0, naming the ranks), so every rank takes
- * the same branch and exits with the same status. */
+ * the same branch and exits with the same status.
+ *
+ * Every collective below waits at most the watchdog's --hang-timeout: a rank
+ * that has waited that long finds out which ranks went silent (stopped, hung,
+ * cut off), names them and their hosts, and ends the job (dist.c explains how;
+ * doc/scaling.md, "When a node goes silent", measures it). */
 #ifndef DPCNN_DIST_H
 #define DPCNN_DIST_H
 

@@ -42,8 +42,11 @@ typedef struct {
     int input_c, input_h, input_w; /* --input-shape for --print-model (0: from the data) */
 } TrainConfig;
 
-/* Seconds without progress after which a rank ends the job (--hang-timeout). */
-#define TRAIN_DEFAULT_HANG_TIMEOUT 300.0
+/* Seconds without progress after which a rank ends the job (--hang-timeout):
+ * well above the longest pause of a healthy run (doc/scaling.md measures them:
+ * a few seconds for a checkpoint of a 26M-parameter network), well below the
+ * 300 s it was. */
+#define TRAIN_DEFAULT_HANG_TIMEOUT 60.0
 
 void train_config_defaults(TrainConfig *cfg);
 
