@@ -3,12 +3,19 @@
 #include <math.h>
 #include <string.h>
 
+#include "dpcnn/isa.h"
 #include "dpcnn/xsum.h"
 
 /* The magnitude's bits, as an unsigned integer, order like the magnitudes,
  * and Inf and NaN have the largest (all exponent bits set): one integer max,
  * which vectorises, finds both the largest |v| and any non-finite value. */
-int xsum_exponent_f32(const float *v, size_t n)
+/* The loops below are plain C that vectorises; the AVX-512 copies of them
+ * (chosen by isa_current) do the same exact integer and double operations,
+ * 16 or 8 at a time instead of SSE2's 4 or 2: the same results. They were a
+ * twentieth of a one-thread training epoch. */
+#define AVX512 __attribute__((target("avx512f,avx512dq,avx512vl")))
+
+static inline __attribute__((always_inline)) uint32_t top_bits(const float *v, size_t n)
 {
     uint32_t top = 0;
     for (size_t i = 0; i < n; i++) {
@@ -17,6 +24,17 @@ int xsum_exponent_f32(const float *v, size_t n)
         b &= UINT32_C(0x7fffffff);
         top = b > top ? b : top;
     }
+    return top;
+}
+
+static AVX512 uint32_t top_bits_avx512(const float *v, size_t n)
+{
+    return top_bits(v, n);
+}
+
+int xsum_exponent_f32(const float *v, size_t n)
+{
+    const uint32_t top = isa_current() == ISA_AVX512 ? top_bits_avx512(v, n) : top_bits(v, n);
     if (top >= UINT32_C(0x7f800000))
         return XSUM_NONFINITE;
     if (top == 0)
@@ -82,14 +100,29 @@ static inline double from_bits(int64_t b)
     return x;
 }
 
-void xsum_add_f32(int64_t *acc, const float *v, size_t n, int shift)
+/* v * 2^shift is exact in double (a float has 24 bits; no exponent in play
+ * here leaves double's range), so the only rounding is the one above. */
+static inline __attribute__((always_inline)) void add_f32(int64_t *restrict acc,
+                                                          const float *restrict v, size_t n,
+                                                          double scale)
 {
-    /* v * 2^shift is exact in double (a float has 24 bits; no exponent in
-     * play here leaves double's range), so the only rounding is the one above. */
-    const double scale = ldexp(1.0, shift);
     const int64_t mbits = bits_of(MAGIC);
     for (size_t i = 0; i < n; i++)
         acc[i] += bits_of((double)v[i] * scale + MAGIC) - mbits;
+}
+
+static AVX512 void add_f32_avx512(int64_t *acc, const float *v, size_t n, double scale)
+{
+    add_f32(acc, v, n, scale);
+}
+
+void xsum_add_f32(int64_t *acc, const float *v, size_t n, int shift)
+{
+    const double scale = ldexp(1.0, shift);
+    if (isa_current() == ISA_AVX512)
+        add_f32_avx512(acc, v, n, scale);
+    else
+        add_f32(acc, v, n, scale);
 }
 
 void xsum_add_f64(int64_t *acc, const double *v, size_t n, int shift)
@@ -100,12 +133,27 @@ void xsum_add_f64(int64_t *acc, const double *v, size_t n, int shift)
         acc[i] += bits_of(v[i] * scale + MAGIC) - mbits;
 }
 
-void xsum_get_f32(float *out, const int64_t *acc, size_t n, int shift)
+static inline __attribute__((always_inline)) void get_f32(float *restrict out,
+                                                          const int64_t *restrict acc, size_t n,
+                                                          double scale)
 {
-    const double scale = ldexp(1.0, -shift);
     const int64_t mbits = bits_of(MAGIC);
     for (size_t i = 0; i < n; i++)
         out[i] = (float)((from_bits(acc[i] + mbits) - MAGIC) * scale);
+}
+
+static AVX512 void get_f32_avx512(float *out, const int64_t *acc, size_t n, double scale)
+{
+    get_f32(out, acc, n, scale);
+}
+
+void xsum_get_f32(float *out, const int64_t *acc, size_t n, int shift)
+{
+    const double scale = ldexp(1.0, -shift);
+    if (isa_current() == ISA_AVX512)
+        get_f32_avx512(out, acc, n, scale);
+    else
+        get_f32(out, acc, n, scale);
 }
 
 double xsum_get_f64(int64_t acc, int shift)
