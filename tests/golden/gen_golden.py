@@ -111,6 +111,19 @@ def round_trip_check(init_sd):
     print("round trip: OK (%d tensors)" % len(init_sd))
 
 
+def same_adam(opt, back):
+    """Every moment, the step and the hyperparameters of `back` (read from a
+    checkpoint) equal opt's."""
+    a, b = opt.state_dict(), back.state_dict()
+    for i in a["state"]:
+        for k in ("exp_avg", "exp_avg_sq", "step"):
+            if not torch.equal(a["state"][i][k], b["state"][i][k]):
+                fail("optimizer round trip: %s of parameter %d differs" % (k, i))
+    for k in ("lr", "betas", "eps"):
+        if a["param_groups"][0][k] != b["param_groups"][0][k]:
+            fail("optimizer round trip: %s differs" % k)
+
+
 def optimizer_round_trip(net, opt):
     """The checkpoint layout for Adam's state: write it, read it back with the
     loader README.md documents, and check every moment and the step survive."""
@@ -120,18 +133,10 @@ def optimizer_round_trip(net, opt):
         M.save_h5_checkpoint(net, opt, tmp)
         fresh = M.Network()
         fresh.load_state_dict(M.load_h5_state_dict(tmp), strict=True)
-        back = M.load_h5_optimizer(tmp, fresh)
-        a, b = opt.state_dict(), back.state_dict()
-        for i in a["state"]:
-            for k in ("exp_avg", "exp_avg_sq", "step"):
-                if not torch.equal(a["state"][i][k], b["state"][i][k]):
-                    fail("optimizer round trip: %s of parameter %d differs" % (k, i))
-        for k in ("lr", "betas", "eps"):
-            if a["param_groups"][0][k] != b["param_groups"][0][k]:
-                fail("optimizer round trip: %s differs" % k)
+        same_adam(opt, dt.load_adam(tmp, fresh))
     finally:
         os.unlink(tmp)
-    print("optimizer round trip: OK (Adam state of %d tensors)" % len(a["state"]))
+    print("optimizer round trip: OK (Adam state of %d tensors)" % len(opt.state_dict()["state"]))
 
 
 def main():
@@ -394,12 +399,7 @@ def weights_round_trip(net, layers, opt):
             got = fresh.state_dict()[k]
             if got.dtype != v.dtype or got.shape != v.shape or not torch.equal(got, v):
                 fail("round trip: tensor %s differs" % k)
-        back = dt.load_adam(tmp, fresh)
-        a, b = opt.state_dict(), back.state_dict()
-        for i in a["state"]:
-            for k in ("exp_avg", "exp_avg_sq", "step"):
-                if not torch.equal(a["state"][i][k], b["state"][i][k]):
-                    fail("optimizer round trip: %s of parameter %d differs" % (k, i))
+        same_adam(opt, dt.load_adam(tmp, fresh))
     finally:
         os.unlink(tmp)
     print("round trip: OK (%d tensors, Adam state of %d parameters)"

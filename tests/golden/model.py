@@ -182,31 +182,10 @@ def save_h5_state_dict(state_dict, path):
             f.create_dataset(k, data=v.detach().cpu().numpy().astype(np.float32))
 
 
-def load_h5_optimizer(path, model):
-    """Build a torch.optim.Adam for `model` from a dpcnn checkpoint: the moments
-    in /optimizer/exp_avg/<key> and /optimizer/exp_avg_sq/<key>, the step and
-    hyperparameters in /optimizer's attributes. This is the snippet README.md
-    documents, checked here against real files."""
-    import h5py
-    with h5py.File(path, "r") as f:
-        g = f["optimizer"]
-        a = g.attrs
-        opt = torch.optim.Adam(model.parameters(), lr=float(a["lr"]),
-                               betas=(float(a["beta1"]), float(a["beta2"])), eps=float(a["eps"]))
-        names = [k for k, _ in model.named_parameters()]
-        state = {i: {"step": torch.tensor(float(a["step"])),
-                     "exp_avg": torch.from_numpy(g["exp_avg"][k][...]),
-                     "exp_avg_sq": torch.from_numpy(g["exp_avg_sq"][k][...])}
-                 for i, k in enumerate(names)}
-    sd = opt.state_dict()
-    sd["state"] = state
-    opt.load_state_dict(sd)
-    return opt
-
-
 def save_h5_checkpoint(model, opt, path):
     """Write model and Adam state in the dpcnn checkpoint layout (what
-    load_h5_optimizer reads); used for the round trip in gen_golden.py."""
+    launch/dpcnn_torch.py's load_adam, README.md's snippet, reads); used for the
+    round trip in gen_golden.py."""
     import h5py
     names = [k for k, _ in model.named_parameters()]
     st = opt.state_dict()
