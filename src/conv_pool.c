@@ -214,7 +214,7 @@ static TARGET_FMA void rows_fma(float *dx, float *dw, float *db, const float *dy
     const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(K),
                                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     int32_t at[WINNERS_AT_ONCE], off[ACC_FLOATS];
-    float gs[WINNERS_AT_ONCE], acc[ACC_FLOATS + 8];
+    float gs[WINNERS_AT_ONCE], acc[ACC_FLOATS];
     for (int r = 0; r < CK; r++)
         off[r] = (r / K * H + r % K) * W;
     const RowDiv rd = row_div(cs);
@@ -276,8 +276,8 @@ void conv_pool_backward(float *dx, float *dw, float *db, const float *dy, const 
                         const int32_t *arg, const float *x, const float *w, int n,
                         const ConvShape *c, const PoolShape *p)
 {
-    const int rows = c->P == 0 && c->K <= 8 && c->C * c->K <= ACC_FLOATS &&
-                     c->C * c->K * c->K <= ACC_FLOATS;
+    /* (C*K*K <= ACC_FLOATS also bounds rows_fma's C*K row offsets) */
+    const int rows = c->P == 0 && c->K <= 8 && (int64_t)c->C * c->K * c->K <= ACC_FLOATS;
     if (isa_current() == ISA_GENERIC)
         general_classes(dx, dw, db, dy, y, arg, x, w, n, c, p, 1);
     else if (rows)
