@@ -40,6 +40,7 @@ for p in tests/bench/bench_model tests/bench/fma_peak; do
 done
 /usr/bin/python3 -c 'import torch' 2>/dev/null || {
     echo "bench: needs Debian's python3-torch (apt-get install python3-torch)" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "bench: needs GNU time for peak memory (apt-get install time)" >&2; exit 1; }
 [ -z "$base" ] || [ -x "$base/dpcnn" ] || { echo "bench: $base/dpcnn not found" >&2; exit 1; }
 
 models="tutorial bn lenet5"
