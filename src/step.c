@@ -76,6 +76,7 @@ Stepper *stepper_create(const Net *net, const InputTransform *input, int micro_b
         }
     st->chunk_loss = XCALLOC(double, max_chunks + 1);
     st->confusion = XCALLOC(int64_t, (size_t)st->threads * net->classes * net->classes);
+    st->eval_acc = XCALLOC(int64_t, 1 + (size_t)net->classes * net->classes);
     st->stage = XCALLOC(uint8_t, (size_t)st->threads * micro_batch * st->sample_bytes);
     return st;
 }
@@ -101,6 +102,7 @@ void stepper_free(Stepper *st)
     free(st->piece_len);
     free(st->chunk_loss);
     free(st->confusion);
+    free(st->eval_acc);
     free(st->stage);
     free(st->fsum);
     free(st);
@@ -323,7 +325,8 @@ void stepper_evaluate(Stepper *st, Dist *d, EvalResult *r, const float *params,
     int e = xsum_exponent_f64(st->chunk_loss, chunks);
     dist_max_int(d, &e, 1);
     const int shift = xsum_shift(e, (long)chunks_total);
-    int64_t *acc = XCALLOC(int64_t, 1 + NCONF);
+    int64_t *acc = st->eval_acc;
+    memset(acc, 0, sizeof(int64_t) * (1 + NCONF));
     for (size_t c = 0; c < chunks && e != XSUM_NONFINITE; c++)
         xsum_add_f64(acc, &st->chunk_loss[c], 1, shift);
     for (int t = 0; t < st->threads; t++)
@@ -339,5 +342,4 @@ void stepper_evaluate(Stepper *st, Dist *d, EvalResult *r, const float *params,
         if (i / (size_t)K == i % (size_t)K)
             r->correct += acc[1 + i];
     }
-    free(acc);
 }

@@ -39,6 +39,7 @@ typedef struct {
     size_t *piece_off, *piece_len; /* where and how long */
     double *chunk_loss;      /* evaluation: one loss per chunk */
     int64_t *confusion;      /* evaluation: [threads][classes][classes] */
+    int64_t *eval_acc;       /* evaluation: the loss, then the confusion matrix, summed */
     uint8_t *stage;          /* [threads][micro_batch][sample bytes]: a micro-batch, gathered */
     size_t sample_bytes;
     float *fsum;             /* REDUCE_FLOAT: gradients, loss, correct, stop, bad */
