@@ -118,7 +118,7 @@ mpirun -np 3 $RUN --epochs 1000 --limit 2000 --test-limit 100 \
 launcher=$!
 i=0
 while [ ! -e "$T/kill/epoch-0001.h5" ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-victim=$(pgrep -P "$launcher" -f dpcnn | sed -n 2p)
+victim=$(pgrep -P "$launcher" -x dpcnn | sed -n 2p)
 [ -n "$victim" ] || fail "no rank to kill"
 start=$(date +%s)
 kill -9 "$victim"
@@ -143,14 +143,17 @@ grep -q "rank 1: error: no progress on this rank (host $(uname -n)) for .* (step
 check_no_torn "$T/hang"
 
 # dpcnn evaluate has the same bound: one of three ranks stopped (SIGSTOP) as
-# soon as it exists, wherever that finds it, and the job still ends.
+# soon as it exists, wherever that finds it, and the job still ends. A rank is
+# picked by its process name (-x): a child mpirun has forked but not yet made
+# dpcnn still has mpirun's command line, which names dpcnn too (stopped there,
+# it was never a rank, and mpirun waited for its launch for ever).
 mpirun -np 3 ./dpcnn evaluate "$T/np1/epoch-0002.h5" --data "$DATA" --threads 1 \
     --hang-timeout 3 >"$T/evalstop.log" 2>&1 &
 launcher=$!
 i=0
 victim=
 while [ -z "$victim" ] && [ $i -lt 200 ]; do
-    victim=$(pgrep -P "$launcher" -f dpcnn | sed -n 2p)
+    victim=$(pgrep -P "$launcher" -x dpcnn | sed -n 2p)
     [ -n "$victim" ] || sleep 0.02
     i=$((i + 1))
 done
