@@ -33,6 +33,7 @@
 
 #include <immintrin.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "dpcnn/gemm.h"
 #include "dpcnn/isa.h"
@@ -98,7 +99,7 @@ static inline int row_of(const RowDiv *d, int32_t at, int OW)
 /* ---- The general loop: any K, S, P ---- */
 
 static inline __attribute__((always_inline)) void
-general(float *dx, float *dw, float *db, const float *dy, const float *y, const int32_t *arg,
+general(float *dx, float *dw, const float *dy, const float *y, const int32_t *arg,
         const float *x, const float *w, int n, const ConvShape *cs, const PoolShape *ps, int K,
         int S, int P, int C, int mode)
 {
@@ -120,7 +121,6 @@ general(float *dx, float *dw, float *db, const float *dy, const float *y, const 
             if (!direct)
                 for (int r = 0; r < R; r++)
                     acc[r] = 0.0f;
-            float dbf = 0.0f;
             for (int k0 = 0; k0 < pooled; k0 += WINNERS_AT_ONCE) {
                 const int m = gather(at, gs, dy + base + k0, y + base + k0, arg + base + k0,
                                      imin(WINNERS_AT_ONCE, pooled - k0));
@@ -128,7 +128,6 @@ general(float *dx, float *dw, float *db, const float *dy, const float *y, const 
                     const float g = gs[e];
                     const int row = row_of(&rd, at[e], OW);
                     const int u0 = row * S - P, v0 = (at[e] - row * OW) * S - P;
-                    dbf += g;
                     /* only the part of the window inside the plane */
                     const int p0 = imax(0, -u0), p1 = imin(K, H - u0);
                     const int q0 = imax(0, -v0), q1 = imin(K, W - v0);
@@ -152,8 +151,6 @@ general(float *dx, float *dw, float *db, const float *dy, const float *y, const 
             if (!direct)
                 for (int r = 0; r < R; r++)
                     dwf[r] += acc[r];
-            if (db)
-                db[f] += dbf;
         }
     }
 }
@@ -162,18 +159,18 @@ general(float *dx, float *dw, float *db, const float *dy, const float *y, const 
  * (the kernel side, stride 1 without padding, the first layer on grey images
  * with no input gradient). */
 static inline __attribute__((always_inline)) void
-general_classes(float *dx, float *dw, float *db, const float *dy, const float *y,
+general_classes(float *dx, float *dw, const float *dy, const float *y,
                 const int32_t *arg, const float *x, const float *w, int n, const ConvShape *c,
                 const PoolShape *p, int mode)
 {
     if (c->S == 1 && c->P == 0 && c->K == 5 && c->C == 1 && !dx)
-        general(NULL, dw, db, dy, y, arg, x, w, n, c, p, 5, 1, 0, 1, mode);
+        general(NULL, dw, dy, y, arg, x, w, n, c, p, 5, 1, 0, 1, mode);
     else if (c->S == 1 && c->P == 0 && c->K == 5)
-        general(dx, dw, db, dy, y, arg, x, w, n, c, p, 5, 1, 0, c->C, mode);
+        general(dx, dw, dy, y, arg, x, w, n, c, p, 5, 1, 0, c->C, mode);
     else if (c->S == 1 && c->P == 0 && c->K == 3)
-        general(dx, dw, db, dy, y, arg, x, w, n, c, p, 3, 1, 0, c->C, mode);
+        general(dx, dw, dy, y, arg, x, w, n, c, p, 3, 1, 0, c->C, mode);
     else
-        general(dx, dw, db, dy, y, arg, x, w, n, c, p, c->K, c->S, c->P, c->C, mode);
+        general(dx, dw, dy, y, arg, x, w, n, c, p, c->K, c->S, c->P, c->C, mode);
 }
 
 /* ---- The native engine's rows: K <= 8, no padding ----
@@ -205,7 +202,7 @@ dw_block(float *acc, const float *xs, const int32_t *woff, const float *g, int m
         _mm256_maskstore_ps(acc + (r0 + r) * K, mask, a[r]);
 }
 
-static TARGET_FMA void rows_fma(float *dx, float *dw, float *db, const float *dy, const float *y,
+static TARGET_FMA void rows_fma(float *dx, float *dw, const float *dy, const float *y,
                                 const int32_t *arg, const float *x, const float *w, int n,
                                 const ConvShape *cs, const PoolShape *ps)
 {
@@ -225,7 +222,6 @@ static TARGET_FMA void rows_fma(float *dx, float *dw, float *db, const float *dy
             const size_t base = ((size_t)s * F + f) * pooled;
             const float *wf = w + (size_t)f * R;
             float *dwf = dw + (size_t)f * R;
-            float dbf = 0.0f;
             for (int r = 0; r < R; r++)
                 acc[r] = 0.0f;
             for (int k0 = 0; k0 < pooled; k0 += WINNERS_AT_ONCE) {
@@ -234,7 +230,6 @@ static TARGET_FMA void rows_fma(float *dx, float *dw, float *db, const float *dy
                 for (int e = 0; e < m; e++) { /* the winner's window in the input plane */
                     const int row = row_of(&rd, at[e], OW);
                     at[e] = row * S * W + (at[e] - row * OW) * S;
-                    dbf += gs[e];
                 }
                 /* dw: the winners past the rows' running sums, block by block */
                 for (int r0 = 0; r0 < CK; r0 += ROW_BLOCK)
@@ -259,17 +254,304 @@ static TARGET_FMA void rows_fma(float *dx, float *dw, float *db, const float *dy
             }
             for (int r = 0; r < R; r++)
                 dwf[r] += acc[r];
-            if (db)
-                db[f] += dbf;
         }
     }
 }
 
-static TARGET_FMA void general_fma(float *dx, float *dw, float *db, const float *dy,
+static TARGET_FMA void general_fma(float *dx, float *dw, const float *dy,
                                    const float *y, const int32_t *arg, const float *x,
                                    const float *w, int n, const ConvShape *c, const PoolShape *p)
 {
-    general_classes(dx, dw, db, dy, y, arg, x, w, n, c, p, 2);
+    general_classes(dx, dw, dy, y, arg, x, w, n, c, p, 2);
+}
+
+/* ---- The AVX-512 path's rows ----
+ * The same sums as rows_fma, term for term (so the same bits), with what
+ * AVX-512 adds:
+ *  - mask-register loads and stores, one micro-op each (AVX2's masked store
+ *    is several, and a later load of the same row waits for it to retire);
+ *  - the winners gathered 16 at a time, compressed to a list in order;
+ *  - 32 registers: dw's rows in passes of up to NB512 over the winners (their
+ *    offsets stay in registers too), and where a filter has fewer than 8 rows
+ *    (the first layer on grey images has 5) GROUP(CK) filters side by side:
+ *    each row's sum is one chain of dependent multiply-adds, and one filter's
+ *    few chains left the multiply-add unit waiting on its latency;
+ *  - dx summed in a local copy of the sample's input gradient whose rows sit
+ *    16 floats apart (for planes up to 16 wide): a winner's kernel row is one
+ *    aligned load of the whole plane row, a fused multiply-add masked to the
+ *    window's K columns (the other lanes keep their value exactly) and one
+ *    aligned store, so the next winner's load of that row is forwarded from
+ *    the store; the filter's kernel rows come from a table laid out so that
+ *    one unaligned load puts a row at the window's column.
+ * Grouped filters take their winners in one run (pooled <= WINNERS_AT_ONCE),
+ * so that each filter's dx terms still come before the next filter's. */
+
+#define TARGET_512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
+
+enum {
+    NB512 = 10,          /* dw rows per pass over the winners */
+    GROUP_MAX = 8,       /* filters side by side */
+    PLANE_FLOATS = 4096, /* the local dx copy: C*H rows of 16 */
+    TABLE_ROWS = 128,    /* a filter's kernel rows, 32 floats each, for dx */
+    LIST = WINNERS_AT_ONCE + 16,
+};
+
+/* enough independent chains (8: two multiply-add units, four cycles each) */
+#define GROUP(CK) ((CK) >= 8 ? 1 : (8 + (CK) - 1) / (CK))
+
+typedef struct {
+    int m;
+    int32_t xo[LIST]; /* the window's top-left corner in the input plane */
+    int32_t lo[LIST]; /* the same in the local dx copy: u0*16 + v0 */
+    float g[LIST];
+} Winners;
+
+static inline TARGET_512 __mmask16 lanes16(int n)
+{
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+/* The winners of count windows that pass the ReLU, in window order. A
+ * winner's row is offset / OW: the float quotient, correctly rounded, then
+ * truncated, which is exact while offsets stay below 2^16 (its distance from
+ * the next integer, at least 1/OW, exceeds half an ulp). */
+static inline TARGET_512 __attribute__((always_inline)) void
+gather512(Winners *wn, const float *dy, const float *y, const int32_t *arg, int count, int OW,
+          int S, int W)
+{
+    const __m512 ow = _mm512_set1_ps((float)OW);
+    const __m512i vow = _mm512_set1_epi32(OW), vsw = _mm512_set1_epi32(S * W),
+                  vs16 = _mm512_set1_epi32(S * 16), vs = _mm512_set1_epi32(S);
+    int m = 0;
+    for (int k = 0; k < count; k += 16) {
+        const __mmask16 in = lanes16(count - k);
+        const __mmask16 pass = _mm512_mask_cmp_ps_mask(in, _mm512_maskz_loadu_ps(in, y + k),
+                                                       _mm512_setzero_ps(), _CMP_GT_OQ);
+        const __m512i a = _mm512_maskz_loadu_epi32(in, arg + k);
+        const __m512i row = _mm512_cvttps_epi32(_mm512_div_ps(_mm512_cvtepi32_ps(a), ow));
+        const __m512i col = _mm512_mullo_epi32(_mm512_sub_epi32(a, _mm512_mullo_epi32(row, vow)), vs);
+        _mm512_storeu_si512(wn->xo + m, _mm512_maskz_compress_epi32(
+                                            pass, _mm512_add_epi32(_mm512_mullo_epi32(row, vsw), col)));
+        _mm512_storeu_si512(wn->lo + m, _mm512_maskz_compress_epi32(
+                                            pass, _mm512_add_epi32(_mm512_mullo_epi32(row, vs16), col)));
+        _mm512_storeu_ps(wn->g + m, _mm512_maskz_compress_ps(pass, _mm512_maskz_loadu_ps(in, dy + k)));
+        m += __builtin_popcount(pass);
+    }
+    wn->m = m;
+}
+
+/* G filters' dw rows (NB each, row r of filter g at acc[g] + r*K, in the
+ * input at offset off[r] from the window): winners e0 .. e1-1 of every filter
+ * in turn. G and NB are literals in every caller. */
+static inline TARGET_512 __attribute__((always_inline)) void
+dw_pass(float *const *acc, const float *xs, const Winners *const *wn, int e0, int e1,
+        const int32_t *off, int G, int NB, int K, __mmask8 km)
+{
+    __m256 a[GROUP_MAX * 8 > NB512 ? GROUP_MAX * 8 : NB512];
+#pragma GCC unroll 16
+    for (int g = 0; g < G; g++)
+#pragma GCC unroll 16
+        for (int r = 0; r < NB; r++)
+            a[g * NB + r] = _mm256_maskz_loadu_ps(km, acc[g] + r * K);
+    for (int e = e0; e < e1; e++)
+#pragma GCC unroll 16
+        for (int g = 0; g < G; g++) {
+            const float *o = xs + wn[g]->xo[e];
+            const __m256 gv = _mm256_set1_ps(wn[g]->g[e]);
+#pragma GCC unroll 16
+            for (int r = 0; r < NB; r++)
+                a[g * NB + r] =
+                    _mm256_fmadd_ps(gv, _mm256_maskz_loadu_ps(km, o + off[r]), a[g * NB + r]);
+        }
+#pragma GCC unroll 16
+    for (int g = 0; g < G; g++)
+#pragma GCC unroll 16
+        for (int r = 0; r < NB; r++)
+            _mm256_mask_storeu_ps(acc[g] + r * K, km, a[g * NB + r]);
+}
+
+/* One filter's rows, all its winners, in passes of up to NB512 rows. */
+static TARGET_512 __attribute__((noinline)) void dw_rows512(float *acc, const float *xs, const Winners *wn, int e0,
+                                  const int32_t *off, int CK, int K, __mmask8 km)
+{
+    const Winners *const one[1] = {wn};
+    for (int r0 = 0; r0 < CK; r0 += NB512) {
+        float *const at[1] = {acc + r0 * K};
+        switch (imin(NB512, CK - r0)) {
+#define NB_CASE(NB)                                                                              \
+    case NB: dw_pass(at, xs, one, e0, wn->m, off + r0, 1, NB, K, km); break;
+            NB_CASE(1) NB_CASE(2) NB_CASE(3) NB_CASE(4) NB_CASE(5)
+            NB_CASE(6) NB_CASE(7) NB_CASE(8) NB_CASE(9) NB_CASE(10)
+#undef NB_CASE
+        }
+    }
+}
+
+/* GROUP(CK) filters of CK < 8 rows each over their first e1 winners. */
+static TARGET_512 __attribute__((noinline)) void dw_group512(float *const *acc, const float *xs, const Winners *const *wn,
+                                   int e1, const int32_t *off, int CK, int K, __mmask8 km)
+{
+    switch (CK) {
+#define GROUP_CASE(CK)                                                                           \
+    case CK: dw_pass(acc, xs, wn, 0, e1, off, GROUP(CK), CK, K, km); break;
+        GROUP_CASE(1) GROUP_CASE(2) GROUP_CASE(3) GROUP_CASE(4)
+        GROUP_CASE(5) GROUP_CASE(6) GROUP_CASE(7)
+#undef GROUP_CASE
+    }
+}
+
+/* dx of one filter's winners, in the local copy (rows 16 apart). tab holds
+ * the filter's kernel row r at tab[r*32 + 16 ..]: loaded from tab + r*32 +
+ * 16 - v0, it sits in lanes v0 .. v0+K-1. */
+static TARGET_512 __attribute__((noinline)) void dx_plane512(float *lp, float *tab, const float *wf, const Winners *wn,
+                                   int C, int H, int K, __mmask8 km)
+{
+    const int CK = C * K;
+    for (int r = 0; r < CK; r++)
+        _mm512_store_ps(tab + r * 16, _mm512_castps256_ps512(_mm256_maskz_loadu_ps(km, wf + r * K)));
+    const __mmask16 row = (__mmask16)((1u << K) - 1);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int e = 0; e < wn->m; e++) {
+        const int v0 = wn->lo[e] & 15;
+        float *t0 = lp + (wn->lo[e] - v0);
+        const __m512i idx = _mm512_sub_epi32(iota, _mm512_set1_epi32(v0));
+        const __mmask16 kk = (__mmask16)(row << v0);
+        const __m512 gv = _mm512_set1_ps(wn->g[e]);
+        for (int c = 0; c < C; c++)
+            for (int p = 0; p < K; p++) {
+                float *t = t0 + (c * H + p) * 16;
+                const __m512 wv = _mm512_permutexvar_ps(idx, _mm512_load_ps(tab + (c * K + p) * 16));
+                __m512 v = _mm512_mask3_fmadd_ps(gv, wv, _mm512_load_ps(t), kk);
+                /* the whole row stored (GCC would store only the masked lanes,
+                 * and a masked store does not forward to the next load) */
+                __asm__("" : "+v"(v));
+                _mm512_store_ps(t, v);
+            }
+    }
+}
+
+/* dx of one filter's winners in place (planes wider than 16). */
+static TARGET_512 __attribute__((noinline)) void dx_direct512(float *dxs, const float *wf, const Winners *wn,
+                                    const int32_t *off, int CK, int K, __mmask8 km)
+{
+    for (int e = 0; e < wn->m; e++) {
+        float *o = dxs + wn->xo[e];
+        const __m256 gv = _mm256_set1_ps(wn->g[e]);
+        for (int r = 0; r < CK; r++) {
+            float *t = o + off[r];
+            const __m256 wr = _mm256_maskz_loadu_ps(km, wf + r * K);
+            _mm256_mask_storeu_ps(t, km, _mm256_fmadd_ps(gv, wr, _mm256_maskz_loadu_ps(km, t)));
+        }
+    }
+}
+
+static TARGET_512 void rows_avx512(float *dx, float *dw, const float *dy,
+                                   const float *y, const int32_t *arg, const float *x,
+                                   const float *w, int n, const ConvShape *cs, const PoolShape *ps)
+{
+    const int C = cs->C, H = cs->H, W = cs->W, F = cs->F, K = cs->K, S = cs->S, OW = cs->OW;
+    const int pooled = ps->OH * ps->OW, CK = C * K, R = CK * K;
+    const __mmask8 km = (__mmask8)((1u << K) - 1);
+    const int G = GROUP(CK) <= F && pooled <= WINNERS_AT_ONCE ? GROUP(CK) : 1;
+    const int plane = dx && W <= 16 && C * H * 16 <= PLANE_FLOATS && CK <= TABLE_ROWS;
+    int32_t off[ACC_FLOATS];
+    float acc[ACC_FLOATS];
+    Winners wn[GROUP_MAX];
+    float lp[PLANE_FLOATS] __attribute__((aligned(64)));
+    float tab[TABLE_ROWS * 32] __attribute__((aligned(64)));
+    for (int r = 0; r < CK; r++)
+        off[r] = (r / K * H + r % K) * W;
+    if (plane)
+        memset(tab, 0, sizeof(float) * 32 * (size_t)CK);
+    const __mmask16 wrow = lanes16(W);
+    for (int s = 0; s < n; s++) {
+        const float *xs = x + (size_t)s * C * H * W;
+        float *dxs = dx ? dx + (size_t)s * C * H * W : NULL;
+        if (plane)
+            for (int r = 0; r < C * H; r++)
+                _mm512_store_ps(lp + r * 16, _mm512_maskz_loadu_ps(wrow, dxs + (size_t)r * W));
+        for (int f0 = 0; f0 < F; f0 += G) {
+            const int gn = imin(G, F - f0);
+            float *accs[GROUP_MAX];
+            const Winners *wns[GROUP_MAX];
+            for (int g = 0; g < gn; g++) {
+                accs[g] = acc + g * R;
+                wns[g] = &wn[g];
+            }
+            for (int r = 0; r < gn * R; r++)
+                acc[r] = 0.0f;
+            for (int k0 = 0; k0 < pooled; k0 += WINNERS_AT_ONCE) {
+                const int count = imin(WINNERS_AT_ONCE, pooled - k0);
+                int common = WINNERS_AT_ONCE;
+                for (int g = 0; g < gn; g++) {
+                    const size_t base = ((size_t)s * F + f0 + g) * pooled + k0;
+                    gather512(&wn[g], dy + base, y + base, arg + base, count, OW, S, W);
+                    common = imin(common, wn[g].m);
+                }
+                /* dw: grouped filters side by side over their common winners,
+                 * then each filter alone over the rest */
+                if (gn == G && G > 1)
+                    dw_group512(accs, xs, wns, common, off, CK, K, km);
+                else
+                    common = 0;
+                for (int g = 0; g < gn; g++)
+                    if (wn[g].m > common)
+                        dw_rows512(accs[g], xs, &wn[g], common, off, CK, K, km);
+                if (dxs)
+                    for (int g = 0; g < gn; g++) {
+                        const float *wf = w + (size_t)(f0 + g) * R;
+                        if (plane)
+                            dx_plane512(lp, tab, wf, &wn[g], C, H, K, km);
+                        else
+                            dx_direct512(dxs, wf, &wn[g], off, CK, K, km);
+                    }
+            }
+            for (int g = 0; g < gn; g++) {
+                float *dwf = dw + (size_t)(f0 + g) * R;
+                for (int r = 0; r < R; r++)
+                    dwf[r] += accs[g][r];
+            }
+        }
+        if (plane)
+            for (int r = 0; r < C * H; r++)
+                _mm512_mask_storeu_ps(dxs + (size_t)r * W, wrow, _mm512_load_ps(lp + r * 16));
+    }
+}
+
+/* db[f] += the sum of dy over filter f's winners that pass the ReLU, sample
+ * by sample, each sum from zero in window order. Adding 0 for the windows
+ * that do not pass changes no such sum (it starts at +0 and so is never -0,
+ * the one value x + 0 would change), which lets up to eight filters' sums
+ * run side by side, each a chain of dependent adds, without a list of winners:
+ * one filter's chain alone set the pace of the first layer. */
+static inline __attribute__((always_inline)) void
+bias_block(float *db, const float *dy, const float *y, int NF, int pooled)
+{
+    float acc[8] = {0};
+    for (int k = 0; k < pooled; k++)
+#pragma GCC unroll 8
+        for (int f = 0; f < NF; f++) {
+            const size_t o = (size_t)f * pooled + k;
+            acc[f] += y[o] > 0.0f ? dy[o] : 0.0f;
+        }
+#pragma GCC unroll 8
+    for (int f = 0; f < NF; f++)
+        db[f] += acc[f];
+}
+
+static void winner_bias(float *db, const float *dy, const float *y, int n, int F, int pooled)
+{
+    for (int s = 0; s < n; s++)
+        for (int f0 = 0; f0 < F; f0 += 8) {
+            const size_t o = ((size_t)s * F + f0) * pooled;
+            switch (imin(8, F - f0)) {
+#define BIAS_CASE(NF)                                                                            \
+    case NF: bias_block(db + f0, dy + o, y + o, NF, pooled); break;
+                BIAS_CASE(1) BIAS_CASE(2) BIAS_CASE(3) BIAS_CASE(4)
+                BIAS_CASE(5) BIAS_CASE(6) BIAS_CASE(7) BIAS_CASE(8)
+#undef BIAS_CASE
+            }
+        }
 }
 
 void conv_pool_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
@@ -278,17 +560,23 @@ void conv_pool_backward(float *dx, float *dw, float *db, const float *dy, const 
 {
     /* (C*K*K <= ACC_FLOATS also bounds rows_fma's C*K row offsets) */
     const int rows = c->P == 0 && c->K <= 8 && (int64_t)c->C * c->K * c->K <= ACC_FLOATS;
+    if (db)
+        winner_bias(db, dy, y, n, c->F, p->OH * p->OW);
     if (isa_current() == ISA_GENERIC)
-        general_classes(dx, dw, db, dy, y, arg, x, w, n, c, p, 1);
+        general_classes(dx, dw, dy, y, arg, x, w, n, c, p, 1);
+    else if (rows && isa_current() == ISA_AVX512 && (int64_t)c->OH * c->OW < 65536)
+        rows_avx512(dx, dw, dy, y, arg, x, w, n, c, p);
     else if (rows)
-        rows_fma(dx, dw, db, dy, y, arg, x, w, n, c, p);
+        rows_fma(dx, dw, dy, y, arg, x, w, n, c, p);
     else
-        general_fma(dx, dw, db, dy, y, arg, x, w, n, c, p);
+        general_fma(dx, dw, dy, y, arg, x, w, n, c, p);
 }
 
 void conv_pool_backward_blas(float *dx, float *dw, float *db, const float *dy, const float *y,
                              const int32_t *arg, const float *x, const float *w, int n,
                              const ConvShape *c, const PoolShape *p)
 {
-    general_classes(dx, dw, db, dy, y, arg, x, w, n, c, p, 0);
+    if (db)
+        winner_bias(db, dy, y, n, c->F, p->OH * p->OW);
+    general_classes(dx, dw, dy, y, arg, x, w, n, c, p, 0);
 }

@@ -2,7 +2,9 @@
  * path (plain C, AVX2, AVX-512), the right values (against a double
  * reference), every shape class (tails in both dimensions, strided and
  * transposed A, row offsets for B), and the software fma against the
- * hardware one on millions of operands, the hard cases included. */
+ * hardware one on millions of operands, the hard cases included; and the
+ * winners-only convolution backward, whose paths are written apart, bit for
+ * bit on every path and every one of its shape classes. */
 #include "config.h"
 
 #include <float.h>
@@ -19,6 +21,7 @@
 
 #include "dpcnn/gemm.h"
 #include "dpcnn/isa.h"
+#include "dpcnn/layers.h"
 #include "dpcnn/rng.h"
 
 static float hw_fma(float a, float b, float c) __attribute__((target("fma")));
@@ -146,11 +149,85 @@ static void test_gemm_paths(void **state)
            isa_supported(ISA_AVX2) ? ", AVX2" : "", isa_supported(ISA_AVX512) ? ", AVX-512" : "");
 }
 
+/* conv_pool_backward on every path from the same inputs: dx, dw and db byte
+ * for byte. The shapes reach each route of the kernels (conv_pool.c): filters
+ * side by side with a group left over, the local dx copy and dx in place,
+ * winners in more than one run, strides, one-row filters, overlapping pools. */
+static void conv_pool_paths_case(int n, int C, int H, int W, int F, int K, int S, int PK, int PS,
+                                 int want_dx)
+{
+    ConvShape cs = {.C = C, .H = H, .W = W, .F = F, .K = K, .S = S, .P = 0};
+    assert_int_equal(conv_shape(&cs), 0);
+    PoolShape ps = {.C = F, .H = cs.OH, .W = cs.OW, .K = PK, .S = PS};
+    assert_int_equal(pool_shape(&ps), 0);
+    const size_t nx = (size_t)n * C * H * W, nw = (size_t)F * C * K * K;
+    const size_t nc = (size_t)n * F * cs.OH * cs.OW, ny = (size_t)n * F * ps.OH * ps.OW;
+    Rng r;
+    rng_init(&r, 5, (uint64_t)(C * 100 + K), (uint64_t)(H * 1000 + F));
+    float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw);
+    float *c = malloc(sizeof(float) * nc), *y = malloc(sizeof(float) * ny);
+    float *dy = malloc(sizeof(float) * ny);
+    int32_t *arg = malloc(sizeof(int32_t) * ny);
+    for (size_t i = 0; i < nx; i++)
+        x[i] = rng_uniform(&r) - 0.5f;
+    for (size_t i = 0; i < nw; i++)
+        w[i] = rng_uniform(&r) - 0.5f;
+    for (size_t i = 0; i < nc; i++)
+        c[i] = rng_uniform(&r) - 0.6f; /* about half the windows pass the ReLU */
+    for (size_t i = 0; i < ny; i++) /* zeros of both signs among the gradients */
+        dy[i] = i % 17 == 0 ? -0.0f : i % 13 == 0 ? 0.0f : rng_uniform(&r) - 0.5f;
+    relu_maxpool_forward(y, arg, c, n, &ps);
+    static const char *const names[3] = {"generic", "avx2", "avx512"};
+    float *out[3];
+    const size_t nout = nx + nw + (size_t)F;
+    int paths = 0;
+    for (int p = 0; p < 3; p++) {
+        out[p] = malloc(sizeof(float) * nout);
+        for (size_t i = 0; i < nout; i++)
+            out[p][i] = 0.25f + (float)(i % 7) * 0.125f;
+        if (!isa_supported((Isa)p))
+            continue;
+        setenv("DPCNN_ISA", names[p], 1);
+        assert_int_equal(isa_select_again(), 0);
+        conv_pool_backward(want_dx ? out[p] : NULL, out[p] + nx, out[p] + nx + nw, dy, y, arg, x,
+                           w, n, &cs, &ps);
+        if (p > 0)
+            assert_memory_equal(out[p], out[0], sizeof(float) * nout);
+        paths++;
+    }
+    /* the gradients moved: not a comparison of untouched buffers */
+    int moved = 0;
+    for (size_t i = 0; i < (size_t)F; i++)
+        moved += out[0][nx + nw + i] != 0.25f + (float)((nx + nw + i) % 7) * 0.125f;
+    assert_true(moved > 0);
+    printf("  n=%d C=%d %dx%d F=%d K=%d S=%d pool %d/%d%s: %d paths agree\n", n, C, H, W, F, K, S,
+           PK, PS, want_dx ? "" : ", no dx", paths);
+    for (int p = 0; p < 3; p++)
+        free(out[p]);
+    free(x); free(w); free(c); free(y); free(dy); free(arg);
+}
+
+static void test_conv_pool_paths(void **state)
+{
+    (void)state;
+    conv_pool_paths_case(3, 1, 28, 28, 6, 5, 1, 2, 2, 0);  /* the tutorial's first layer */
+    conv_pool_paths_case(3, 6, 12, 12, 12, 5, 1, 2, 2, 1); /* and its second */
+    conv_pool_paths_case(2, 1, 10, 10, 7, 3, 1, 2, 2, 1);  /* three side by side, one left */
+    conv_pool_paths_case(2, 1, 9, 9, 9, 1, 1, 3, 3, 1);    /* one-row filters, eight at once */
+    conv_pool_paths_case(2, 2, 20, 20, 5, 5, 1, 2, 2, 1);  /* dx in place (wider than 16) */
+    conv_pool_paths_case(1, 1, 40, 40, 4, 3, 1, 2, 1, 1);  /* winners in several runs */
+    conv_pool_paths_case(2, 3, 15, 15, 4, 3, 2, 2, 2, 1);  /* stride 2 */
+    conv_pool_paths_case(2, 2, 14, 14, 3, 7, 1, 3, 2, 1);  /* K = 7, overlapping pools */
+    unsetenv("DPCNN_ISA");
+    assert_int_equal(isa_select_again(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fma_exact),
         cmocka_unit_test(test_gemm_paths),
+        cmocka_unit_test(test_conv_pool_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
