@@ -11,9 +11,11 @@
  * PyTorch's, not merely equivalent. pool_shape() lives here for both pools. */
 #include "config.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
 
+#include "dpcnn/isa.h"
 #include "dpcnn/layers.h"
 
 int pool_shape(PoolShape *p)
@@ -67,10 +69,70 @@ pool_planes(float *y, int32_t *arg, const float *x, size_t planes, int H, int W,
                      x + (plane * H + (size_t)i * S) * W, i * S * W, W, OW, K, S);
 }
 
+/* 2x2 windows, stride 2, on AVX-512: sixteen windows of a row at once. A
+ * row's even and odd columns are pulled apart with one two-register permute
+ * each; the four candidates are taken in pool_row's order with its rule, lane
+ * by lane, so the winners and values are pool_row's, bit for bit. Input rows
+ * are ld floats apart and planes xp apart (a convolution's wide output can be
+ * pooled where it lies); winners are offsets in a plane of rows W wide. With
+ * relu, the ReLU follows (x < 0 ? 0 : x, as relu_forward). */
+#define TARGET_512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
+
+static inline TARGET_512 __mmask16 lanes16(int n)
+{
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+static inline TARGET_512 __attribute__((always_inline)) void
+take(__m512 *best, __m512i *at, __m512 v, __m512i where)
+{
+    const __mmask16 m = _mm512_cmp_ps_mask(v, *best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    *best = _mm512_mask_mov_ps(*best, m, v);
+    *at = _mm512_mask_mov_epi32(*at, m, where);
+}
+
+TARGET_512 void maxpool2_planes(float *y, int32_t *arg, const float *x, size_t planes, size_t xp,
+                                int ld, int W, int OH, int OW, int relu)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (size_t plane = 0; plane < planes; plane++)
+        for (int i = 0; i < OH; i++) {
+            const float *r0 = x + plane * xp + (size_t)(2 * i) * ld, *r1 = r0 + ld;
+            float *yr = y + (plane * OH + i) * OW;
+            int32_t *ar = arg + (plane * OH + i) * OW;
+            for (int j0 = 0; j0 < OW; j0 += 16) {
+                const int nj = OW - j0 < 16 ? OW - j0 : 16;
+                const __mmask16 ka = lanes16(2 * nj), kb = lanes16(2 * nj - 16);
+                const float *a = r0 + 2 * j0, *b = r1 + 2 * j0;
+                const __m512 a0 = _mm512_maskz_loadu_ps(ka, a), a1 = _mm512_maskz_loadu_ps(kb, a + 16);
+                const __m512 b0 = _mm512_maskz_loadu_ps(ka, b), b1 = _mm512_maskz_loadu_ps(kb, b + 16);
+                /* the window's first element: row 0, even column */
+                const __m512i first = _mm512_add_epi32(even, _mm512_set1_epi32(2 * i * W + 2 * j0));
+                __m512 best = _mm512_permutex2var_ps(a0, even, a1);
+                __m512i at = first;
+                take(&best, &at, _mm512_permutex2var_ps(a0, odd, a1),
+                     _mm512_add_epi32(first, _mm512_set1_epi32(1)));
+                take(&best, &at, _mm512_permutex2var_ps(b0, even, b1),
+                     _mm512_add_epi32(first, _mm512_set1_epi32(W)));
+                take(&best, &at, _mm512_permutex2var_ps(b0, odd, b1),
+                     _mm512_add_epi32(first, _mm512_set1_epi32(W + 1)));
+                if (relu)
+                    best = _mm512_mask_mov_ps(best, _mm512_cmp_ps_mask(best, _mm512_setzero_ps(), _CMP_LT_OQ),
+                                              _mm512_setzero_ps());
+                const __mmask16 out = lanes16(nj);
+                _mm512_mask_storeu_ps(yr + j0, out, best);
+                _mm512_mask_storeu_epi32(ar + j0, out, at);
+            }
+        }
+}
+
 void maxpool_forward(float *y, int32_t *arg, const float *x, int n, const PoolShape *p)
 {
     const size_t planes = (size_t)n * p->C;
-    if (p->K == 2 && p->S == 2)
+    if (p->K == 2 && p->S == 2 && isa_current() == ISA_AVX512)
+        maxpool2_planes(y, arg, x, planes, (size_t)p->H * p->W, p->W, p->W, p->OH, p->OW, 0);
+    else if (p->K == 2 && p->S == 2)
         pool_planes(y, arg, x, planes, p->H, p->W, p->OH, p->OW, 2, 2);
     else if (p->K == 3 && p->S == 2)
         pool_planes(y, arg, x, planes, p->H, p->W, p->OH, p->OW, 3, 2);
@@ -90,6 +152,11 @@ void maxpool_backward(float *dx, const float *dy, const int32_t *arg, int n, con
 
 void relu_maxpool_forward(float *y, int32_t *arg, const float *x, int n, const PoolShape *p)
 {
+    if (p->K == 2 && p->S == 2 && isa_current() == ISA_AVX512) {
+        maxpool2_planes(y, arg, x, (size_t)n * p->C, (size_t)p->H * p->W, p->W, p->W, p->OH,
+                        p->OW, 1);
+        return;
+    }
     maxpool_forward(y, arg, x, n, p);
     const size_t out = (size_t)n * p->C * p->OH * p->OW;
     for (size_t k = 0; k < out; k++) /* x < 0 ? 0 : x, as relu_forward: NaN passes */

@@ -3,8 +3,9 @@
  * reference), every shape class (tails in both dimensions, strided and
  * transposed A, row offsets for B), and the software fma against the
  * hardware one on millions of operands, the hard cases included; and the
- * winners-only convolution backward, whose paths are written apart, bit for
- * bit on every path and every one of its shape classes. */
+ * winners-only convolution backward and the max-pool, whose paths are
+ * written apart, bit for bit on every path and every one of their shape
+ * classes. */
 #include "config.h"
 
 #include <float.h>
@@ -222,12 +223,67 @@ static void test_conv_pool_paths(void **state)
     assert_int_equal(isa_select_again(), 0);
 }
 
+/* The 2x2 max-pool (and ReLU + max-pool) on every path from the same planes:
+ * values and winners byte for byte, on widths and heights odd and even, wider
+ * than one vector of windows, with the ties a ReLU makes, zeros of both
+ * signs, infinities and NaNs. */
+static void test_pool_paths(void **state)
+{
+    (void)state;
+    Rng r;
+    rng_init(&r, 6, 0, 0);
+    static const char *const names[3] = {"generic", "avx2", "avx512"};
+    int shapes = 0;
+    for (int H = 2; H <= 9; H += 7)
+        for (int W = 2; W <= 71; W += 3) {
+            PoolShape ps = {.C = 3, .H = H, .W = W, .K = 2, .S = 2};
+            assert_int_equal(pool_shape(&ps), 0);
+            const int n = 2;
+            const size_t nx = (size_t)n * 3 * H * W, ny = (size_t)n * 3 * ps.OH * ps.OW;
+            float *x = malloc(sizeof(float) * nx);
+            for (size_t i = 0; i < nx; i++) {
+                const uint32_t k = (uint32_t)rng_below(&r, 40);
+                x[i] = k == 0 ? NAN : k == 1 ? -0.0f : k == 2 ? INFINITY : k == 3 ? -INFINITY
+                       : (float)((int)rng_below(&r, 7) - 3) * 0.5f; /* ties */
+            }
+            float *y[2][3];
+            int32_t *a[2][3];
+            for (int relu = 0; relu < 2; relu++)
+                for (int p = 0; p < 3; p++) {
+                    y[relu][p] = malloc(sizeof(float) * ny);
+                    a[relu][p] = malloc(sizeof(int32_t) * ny);
+                    if (!isa_supported((Isa)p))
+                        continue;
+                    setenv("DPCNN_ISA", names[p], 1);
+                    assert_int_equal(isa_select_again(), 0);
+                    (relu ? relu_maxpool_forward : maxpool_forward)(y[relu][p], a[relu][p], x, n,
+                                                                     &ps);
+                    if (p == 0)
+                        continue;
+                    assert_memory_equal(y[relu][p], y[relu][0], sizeof(float) * ny);
+                    assert_memory_equal(a[relu][p], a[relu][0], sizeof(int32_t) * ny);
+                }
+            for (int relu = 0; relu < 2; relu++)
+                for (int p = 0; p < 3; p++) {
+                    free(y[relu][p]);
+                    free(a[relu][p]);
+                }
+            free(x);
+            shapes++;
+        }
+    unsetenv("DPCNN_ISA");
+    assert_int_equal(isa_select_again(), 0);
+    printf("  %d shapes, max-pool and ReLU + max-pool: every path gives the same values and "
+           "winners\n", shapes);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fma_exact),
         cmocka_unit_test(test_gemm_paths),
         cmocka_unit_test(test_conv_pool_paths),
+        cmocka_unit_test(test_pool_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
