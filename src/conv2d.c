@@ -267,8 +267,14 @@ void conv_col2im_add(float *dx, const float *dcol, const ConvShape *c)
  * w[f][c,p,q] x[u + off], as the definition and every other path.
  *
  * Any stride: im2col into the scratch, then the same product over it. */
-static void conv_forward_sample(float *y_s, float *scratch, const float *xs, const float *w,
-                                const float *b, const ConvShape *c)
+typedef struct {
+    const float *p; /* the output of filter 0, row 0 */
+    int ld;         /* floats from one output row to the next */
+    size_t plane;   /* and from one filter's plane to the next */
+} ConvOut;
+
+static ConvOut conv_forward_sample(float *y_s, float *scratch, const float *xs, const float *w,
+                                   const float *b, const ConvShape *c)
 {
     const int C = c->C, K = c->K, F = c->F, OH = c->OH, OW = c->OW, R = C * K * K;
     const int NP = OH * OW;
@@ -283,7 +289,7 @@ static void conv_forward_sample(float *y_s, float *scratch, const float *xs, con
             for (int k = 0; k < NP; k++)
                 y_s[(size_t)f * NP + k] = b ? b[f] : 0.0f;
         gemm_acc(F, NP, R, w, R, 1, work, NULL, NP, y_s, NP);
-        return;
+        return (ConvOut){y_s, OW, (size_t)NP};
     }
     const int Hp = c->H + 2 * c->P, Wp = c->W + 2 * c->P;
     const float *in = xs;
@@ -307,19 +313,55 @@ static void conv_forward_sample(float *y_s, float *scratch, const float *xs, con
         for (int u = 0; u < N; u++)
             out[(size_t)f * N + u] = b ? b[f] : 0.0f;
     gemm_acc(F, N, R, w, R, 1, in, off, 0, out, N);
-    if (out != y_s) /* drop the wide columns */
-        for (int f = 0; f < F; f++)
-            for (int i = 0; i < OH; i++)
-                memcpy(y_s + ((size_t)f * OH + i) * OW, out + (size_t)f * N + (size_t)i * Wp,
-                       sizeof(float) * (size_t)OW);
+    return (ConvOut){out, Wp, (size_t)N};
 }
 
 void conv2d_forward(float *y, float *scratch, const float *x, const float *w, const float *b,
                     int n, const ConvShape *c)
 {
     const size_t in = (size_t)c->C * c->H * c->W, out = (size_t)c->F * c->OH * c->OW;
-    for (int s = 0; s < n; s++)
-        conv_forward_sample(y + (size_t)s * out, scratch, x + (size_t)s * in, w, b, c);
+    for (int s = 0; s < n; s++) {
+        float *y_s = y + (size_t)s * out;
+        const ConvOut o = conv_forward_sample(y_s, scratch, x + (size_t)s * in, w, b, c);
+        if (o.p != y_s) /* drop the wide columns */
+            for (int f = 0; f < c->F; f++)
+                for (int i = 0; i < c->OH; i++)
+                    memcpy(y_s + ((size_t)f * c->OH + i) * c->OW, o.p + f * o.plane + (size_t)i * o.ld,
+                           sizeof(float) * (size_t)c->OW);
+    }
+}
+
+/* Convolution, ReLU and max-pool forward, sample by sample. On the AVX-512
+ * path with 2x2 windows of stride 2 the pool reads the convolution's output
+ * where the product left it (the wide route's rows included, their extra
+ * columns never read) while it is in L1; otherwise the output goes to cv
+ * and is pooled there. The same bits either way. */
+void conv_pool_forward(float *y, int32_t *arg, float *cv, float *scratch, const float *x,
+                       const float *w, const float *b, int n, const ConvShape *c,
+                       const PoolShape *p)
+{
+    const size_t in = (size_t)c->C * c->H * c->W, out = (size_t)c->F * c->OH * c->OW;
+    const size_t pooled = (size_t)c->F * p->OH * p->OW;
+    const int direct = p->K == 2 && p->S == 2 && isa_current() == ISA_AVX512;
+    if (!direct) {
+        conv2d_forward(cv, scratch, x, w, b, n, c);
+        relu_maxpool_forward(y, arg, cv, n, p);
+        return;
+    }
+    for (int s = 0; s < n; s++) {
+        const ConvOut o =
+            conv_forward_sample(cv + (size_t)s * out, scratch, x + (size_t)s * in, w, b, c);
+        maxpool2_planes(y + (size_t)s * pooled, arg + (size_t)s * pooled, o.p, (size_t)c->F,
+                        o.plane, o.ld, c->OW, p->OH, p->OW, 1);
+    }
+}
+
+void conv_pool_forward_blas(float *y, int32_t *arg, float *cv, float *scratch, const float *x,
+                            const float *w, const float *b, int n, const ConvShape *c,
+                            const PoolShape *p)
+{
+    conv2d_forward_blas(cv, scratch, x, w, b, n, c);
+    relu_maxpool_forward(y, arg, cv, n, p);
 }
 
 /* colT[k][r] = col[r][k], packed straight from the input: for output

@@ -6,12 +6,13 @@
 #include "dpcnn/layers.h"
 
 const Engine engine_native = {
-    "native", conv2d_forward, conv2d_backward, conv_pool_backward, linear_forward,
+    "native", conv2d_forward, conv2d_backward, conv_pool_forward, conv_pool_backward, linear_forward,
     linear_backward,
 };
 
 const Engine engine_openblas = {
-    "openblas", conv2d_forward_blas, conv2d_backward_blas, conv_pool_backward_blas,
+    "openblas", conv2d_forward_blas, conv2d_backward_blas, conv_pool_forward_blas,
+    conv_pool_backward_blas,
     linear_forward_blas, linear_backward_blas,
 };
 

@@ -338,9 +338,9 @@ static void step_forward_once(Workspace *ws, const Step *s, const float *params,
     case S_CONV_POOL: {
         const size_t cc = (size_t)s->conv.F * s->conv.OH * s->conv.OW;
         float *c = ws->act[i + 1] + (size_t)s0 * cc;
-        ws->engine->conv2d_forward(c, ws->scratch, x, param(net, params, l, 0),
-                                   param(net, params, l, 1), n, &s->conv);
-        relu_maxpool_forward(y, ws->arg[last] + (size_t)s0 * s->out_count, c, n, &s->pool);
+        ws->engine->conv_pool_forward(y, ws->arg[last] + (size_t)s0 * s->out_count, c,
+                                      ws->scratch, x, param(net, params, l, 0),
+                                      param(net, params, l, 1), n, &s->conv, &s->pool);
         break;
     }
     case S_RELU_POOL:

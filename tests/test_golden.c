@@ -293,12 +293,29 @@ static void test_tutorial_layers(void **state)
     long long k = 0;
     assert_int_equal(h5_read_attr_int64(f, "layer_samples", &k), 0);
     for (int i = 0; i < 6; i++) {
-        const size_t per = shape_count(g->net.layers[act[i] - 1].out_shape);
+        const Layer *l = &g->net.layers[act[i] - 1];
+        const size_t per = shape_count(l->out_shape);
         float *want = malloc(sizeof(float) * per * (size_t)k);
         char name[64];
         snprintf(name, sizeof name, "layers/%s", names[i]);
         assert_int_equal(read_ds(f, name, H5T_NATIVE_FLOAT, want), 0);
-        check_vs(names[i], ws->act[act[i]], want, per * (size_t)k, 1e-5, 1e-6);
+        if (l->type == LAYER_CONV2D) {
+            /* a convolution fused with its ReLU and pool leaves its own
+             * output unmade: the engine's convolution, from the same input */
+            ConvShape cs = {l->in_shape.c, l->in_shape.h, l->in_shape.w, l->out, l->kernel,
+                            l->stride, l->padding, 0, 0};
+            assert_int_equal(conv_shape(&cs), 0);
+            float *y = malloc(sizeof(float) * per * (size_t)k);
+            float *scratch = malloc(sizeof(float) * conv2d_forward_floats(&cs));
+            const float *w = g->init + g->net.tensors[l->first_tensor].offset;
+            const float *b = g->init + g->net.tensors[l->first_tensor + 1].offset;
+            engine_current()->conv2d_forward(y, scratch, ws->act[act[i] - 1], w, b, (int)k, &cs);
+            check_vs(names[i], y, want, per * (size_t)k, 1e-5, 1e-6);
+            free(y);
+            free(scratch);
+        } else {
+            check_vs(names[i], ws->act[act[i]], want, per * (size_t)k, 1e-5, 1e-6);
+        }
         free(want);
     }
     H5Fclose(f);

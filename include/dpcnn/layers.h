@@ -105,6 +105,17 @@ void avgpool_backward(float *dx, const float *dy, int n, const PoolShape *p);
 void avgpool_forward_ref(double *y, const double *x, int n, const PoolShape *p);
 void avgpool_backward_ref(double *dx, const double *dy, int n, const PoolShape *p);
 
+/* ---- Convolution -> ReLU -> max-pool forward (conv2d.c) ----
+ * Convolution, ReLU and max-pool at once: y and arg as relu_maxpool_forward
+ * of the convolution's output, which cv [n,F,OH,OW] has room for (an engine
+ * may leave it unwritten). */
+void conv_pool_forward(float *y, int32_t *arg, float *cv, float *scratch, const float *x,
+                       const float *w, const float *b, int n, const ConvShape *c,
+                       const PoolShape *p);
+void conv_pool_forward_blas(float *y, int32_t *arg, float *cv, float *scratch, const float *x,
+                            const float *w, const float *b, int n, const ConvShape *c,
+                            const PoolShape *p);
+
 /* ---- Convolution -> ReLU -> max-pool, backward through all three (conv_pool.c) ----
  * For conv output c = conv(x) [n,F,OH,OW] and y = maxpool(relu(c)) [n,F,PH,PW] with
  * winners arg (relu_maxpool_forward's, offsets in the conv output plane), dL/dc is
@@ -200,6 +211,9 @@ typedef struct {
                            const float *b, int n, const ConvShape *c);
     void (*conv2d_backward)(float *dx, float *dw, float *db, float *scratch, const float *dy,
                             const float *x, const float *w, int n, const ConvShape *c);
+    void (*conv_pool_forward)(float *y, int32_t *arg, float *cv, float *scratch, const float *x,
+                              const float *w, const float *b, int n, const ConvShape *c,
+                              const PoolShape *p);
     void (*conv_pool_backward)(float *dx, float *dw, float *db, const float *dy, const float *y,
                                const int32_t *arg, const float *x, const float *w, int n,
                                const ConvShape *c, const PoolShape *p);

@@ -55,7 +55,9 @@ typedef struct {
     int max_n;
     Step *steps;
     int nsteps;
-    float *act[NET_MAX_LAYERS + 1];  /* act[0]: the input; act[i + 1]: layer i's output */
+    float *act[NET_MAX_LAYERS + 1];  /* act[0]: the input; act[i + 1]: layer i's output
+                                      * (a convolution fused with its ReLU and max-pool
+                                      * may leave its own unwritten: layers.h) */
     float *grad[NET_MAX_LAYERS + 1]; /* their gradients (NULL where none is needed) */
     int32_t *arg[NET_MAX_LAYERS];    /* max-pool winners, by layer */
     uint8_t *mask[NET_MAX_LAYERS];   /* dropout masks, by layer */
