@@ -402,32 +402,47 @@ static TARGET_512 __attribute__((noinline)) void dw_group512(float *const *acc, 
 
 /* dx of one filter's winners, in the local copy (rows 16 apart). tab holds
  * the filter's kernel row r at tab[r*32 + 16 ..]: loaded from tab + r*32 +
- * 16 - v0, it sits in lanes v0 .. v0+K-1. */
-static TARGET_512 __attribute__((noinline)) void dx_plane512(float *lp, float *tab, const float *wf, const Winners *wn,
-                                   int C, int H, int K, __mmask8 km)
+ * 16 - v0, it sits in lanes v0 .. v0+K-1 (the other lanes are masked off).
+ * Always inlined with K a literal for the common K = 3 and K = 5: a row is
+ * then an unaligned load, an aligned load, the masked multiply-add and an
+ * aligned store, with no loop control between rows. */
+static inline TARGET_512 __attribute__((always_inline)) void
+dx_plane_k(float *lp, float *tab, const float *wf, const Winners *wn, int C, int H, int K,
+           __mmask8 km)
 {
     const int CK = C * K;
     for (int r = 0; r < CK; r++)
-        _mm512_store_ps(tab + r * 16, _mm512_castps256_ps512(_mm256_maskz_loadu_ps(km, wf + r * K)));
+        _mm256_storeu_ps(tab + r * 32 + 16, _mm256_maskz_loadu_ps(km, wf + r * K));
     const __mmask16 row = (__mmask16)((1u << K) - 1);
-    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     for (int e = 0; e < wn->m; e++) {
         const int v0 = wn->lo[e] & 15;
-        float *t0 = lp + (wn->lo[e] - v0);
-        const __m512i idx = _mm512_sub_epi32(iota, _mm512_set1_epi32(v0));
+        float *t = lp + (wn->lo[e] - v0);
+        const float *wr = tab + 16 - v0;
         const __mmask16 kk = (__mmask16)(row << v0);
         const __m512 gv = _mm512_set1_ps(wn->g[e]);
-        for (int c = 0; c < C; c++)
+        for (int c = 0; c < C; c++, t += H * 16, wr += K * 32)
+#pragma GCC unroll 8
             for (int p = 0; p < K; p++) {
-                float *t = t0 + (c * H + p) * 16;
-                const __m512 wv = _mm512_permutexvar_ps(idx, _mm512_load_ps(tab + (c * K + p) * 16));
-                __m512 v = _mm512_mask3_fmadd_ps(gv, wv, _mm512_load_ps(t), kk);
+                __m512 v = _mm512_mask3_fmadd_ps(gv, _mm512_loadu_ps(wr + p * 32),
+                                                 _mm512_load_ps(t + p * 16), kk);
                 /* the whole row stored (GCC would store only the masked lanes,
                  * and a masked store does not forward to the next load) */
                 __asm__("" : "+v"(v));
-                _mm512_store_ps(t, v);
+                _mm512_store_ps(t + p * 16, v);
             }
     }
+}
+
+static TARGET_512 __attribute__((noinline)) void
+dx_plane512(float *lp, float *tab, const float *wf, const Winners *wn, int C, int H, int K,
+            __mmask8 km)
+{
+    if (K == 5)
+        dx_plane_k(lp, tab, wf, wn, C, H, 5, km);
+    else if (K == 3)
+        dx_plane_k(lp, tab, wf, wn, C, H, 3, km);
+    else
+        dx_plane_k(lp, tab, wf, wn, C, H, K, km);
 }
 
 /* dx of one filter's winners in place (planes wider than 16). */
