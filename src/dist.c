@@ -57,9 +57,15 @@ struct Dist {
     MPI_Request note_req;
     int note_in; /* NOTE_QUERY or NOTE_ANSWER */
     char *answered;
+    /* dist_sum_int64's shared-memory window (ranks all on one node) */
+    int shm;           /* 0 not tried yet, 1 in use, -1 not available */
+    MPI_Win shm_win;
+    size_t shm_cap;    /* int64 slots per rank's contribution */
+    int64_t **shm_seg; /* each rank's contribution, then its chunk of the sum */
 };
 
 static Dist *g_world; /* for the fatal hook */
+static void shm_release(Dist *d);
 
 static void report_mpi_error(int rc, const char *call, const char *file, int line)
 {
@@ -360,6 +366,7 @@ void dist_finalize(Dist *d)
         free(d);
         return;
     }
+    shm_release(d);
     MPI_Cancel(&d->note_req);
     MPI_Wait(&d->note_req, MPI_STATUS_IGNORE);
     MPI_Comm_free(&d->probe);
@@ -476,10 +483,115 @@ void dist_max_int(Dist *d, int *v, int n)
     COLLECTIVE(d, MPI_Iallreduce, MPI_IN_PLACE, v, n, MPI_INT, MPI_MAX, d->comm);
 }
 
+/* ---- Sums of int64 among the ranks of one node ----
+ * When every rank shares one node's memory, an MPI_Iallreduce of a step's
+ * gradients (33,000 int64 for the tutorial) moved them through Open MPI's
+ * pipeline at about 3.5 GB/s: 74 us a step at np = 2, a sixth of the step.
+ * Through a shared window it is a reduce-scatter and a gather by plain loads:
+ * every rank writes its contribution into its segment; after a barrier, rank
+ * r adds everybody's slots of its chunk (r/P of the array) into its own chunk
+ * area; after a second barrier, every rank copies all the chunks out. The
+ * sums are of integers, so any order gives the same bits as MPI's. The
+ * barriers are nonblocking and polled like every collective here, so a silent
+ * rank is still named. Reuse is safe: a rank writes its contribution again
+ * only after the next first barrier, which no rank passes before it has read
+ * every chunk, and its chunk after that barrier, once every contribution of
+ * the previous call has been read. Across nodes, and where the window cannot
+ * be made, the sum is MPI_Iallreduce's. */
+#define SHM_MIN_SLOTS 4096 /* below this the allreduce's latency is the smaller */
+
+static void shm_release(Dist *d)
+{
+    if (d->shm != 1)
+        return;
+    MPI_Win_unlock_all(d->shm_win);
+    MPI_Win_free(&d->shm_win);
+    free(d->shm_seg);
+    d->shm_seg = NULL;
+    d->shm_cap = 0;
+    d->shm = 0;
+}
+
+/* A window with room for n slots per rank (collective: every rank asks for
+ * the same n, since every rank makes the same calls); 0 if it is ready. */
+static int shm_ready(Dist *d, size_t n)
+{
+    if (d->shm == 1 && n <= d->shm_cap)
+        return 0;
+    if (d->shm < 0)
+        return -1;
+    int node_size; /* (local_size is not it in a group of dist_split) */
+    MPI_CHECK(d, MPI_Comm_size(d->node, &node_size));
+    if (node_size != d->size) {
+        d->shm = -1;
+        return -1;
+    }
+    shm_release(d);
+    const size_t cap = (n + 4095) & ~(size_t)4095;
+    const size_t slots = cap + cap / (size_t)d->size + 1;
+    MPI_Info info;
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "alloc_shared_noncontig", "true");
+    int64_t *mine = NULL;
+    int rc = MPI_Win_allocate_shared((MPI_Aint)(slots * sizeof(int64_t)), (int)sizeof(int64_t),
+                                     info, d->comm, &mine, &d->shm_win);
+    MPI_Info_free(&info);
+    int failed = rc != MPI_SUCCESS;
+    COLLECTIVE(d, MPI_Iallreduce, MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, d->comm);
+    if (failed) {
+        if (rc == MPI_SUCCESS)
+            MPI_Win_free(&d->shm_win);
+        d->shm = -1;
+        return -1;
+    }
+    d->shm_seg = XCALLOC(int64_t *, (size_t)d->size);
+    for (int q = 0; q < d->size; q++) {
+        MPI_Aint bytes;
+        int unit;
+        MPI_CHECK(d, MPI_Win_shared_query(d->shm_win, q, &bytes, &unit, &d->shm_seg[q]));
+    }
+    MPI_CHECK(d, MPI_Win_lock_all(MPI_MODE_NOCHECK, d->shm_win));
+    d->shm_cap = cap;
+    d->shm = 1;
+    return 0;
+}
+
+static void shm_barrier(Dist *d)
+{
+    MPI_Win_sync(d->shm_win); /* this rank's stores, visible to the others */
+    COLLECTIVE(d, MPI_Ibarrier, d->comm);
+    MPI_Win_sync(d->shm_win); /* and theirs to this rank */
+}
+
+static void shm_sum(Dist *d, int64_t *v, size_t n)
+{
+    const int P = d->size;
+    const size_t cap = d->shm_cap;
+    memcpy(d->shm_seg[d->rank], v, sizeof(int64_t) * n);
+    shm_barrier(d);
+    const size_t lo = n * (size_t)d->rank / (size_t)P, hi = n * (size_t)(d->rank + 1) / (size_t)P;
+    int64_t *chunk = d->shm_seg[d->rank] + cap;
+    memcpy(chunk, d->shm_seg[0] + lo, sizeof(int64_t) * (hi - lo));
+    for (int q = 1; q < P; q++) {
+        const int64_t *c = d->shm_seg[q] + lo;
+        for (size_t i = 0; i < hi - lo; i++)
+            chunk[i] += c[i];
+    }
+    shm_barrier(d);
+    for (int q = 0; q < P; q++) {
+        const size_t a = n * (size_t)q / (size_t)P, b = n * (size_t)(q + 1) / (size_t)P;
+        memcpy(v + a, d->shm_seg[q] + cap, sizeof(int64_t) * (b - a));
+    }
+}
+
 void dist_sum_int64(Dist *d, int64_t *v, size_t n)
 {
     if (d->local)
         return;
+    if (n >= SHM_MIN_SLOTS && shm_ready(d, n) == 0) {
+        shm_sum(d, v, n);
+        return;
+    }
     /* MPI counts are int: reduce in slices for very large buffers. */
     const size_t slice = (size_t)1 << 28;
     for (size_t off = 0; off < n; off += slice) {
