@@ -67,6 +67,7 @@ static int launched(void)
 int main(int argc, char **argv)
 {
     runtime_mark_start();
+    runtime_blas_single();
     /* dpcnn trains; dpcnn evaluate CHECKPOINT evaluates; dpcnn sweep DIR
      * trains an experiment's runs. Training takes a stop signal as a request
      * to checkpoint and stop from the first instant; evaluation has nothing

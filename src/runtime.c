@@ -32,11 +32,23 @@ int runtime_threads(int asked, Dist *d, int max_useful)
     return t < 1 ? 1 : t;
 }
 
+/* OpenBLAS's pthreads build starts its worker threads as it loads, and an
+ * idle worker spins (sched_yield) for about 0.1 s before it sleeps: on a
+ * 2-core machine with 2 ranks, a tenth of a second of the other rank's core
+ * at every start. dpcnn's BLAS calls run on one thread per rank, so the
+ * workers are stopped at once where the library offers it: with
+ * blas_thread_shutdown_, what OpenBLAS itself calls before a fork (it starts
+ * them again if a call ever needs them). A weak reference: other builds of
+ * the library lack it, and then nothing happens. */
+extern void blas_thread_shutdown_(void) __attribute__((weak));
+
 void runtime_blas_single(void)
 {
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
     openblas_set_num_threads(1);
 #endif
+    if (blas_thread_shutdown_)
+        blas_thread_shutdown_();
 }
 
 static const char *blas_core(void)
