@@ -242,7 +242,7 @@ static void wait_collective(Dist *d, MPI_Request *req, const char *call, const c
                             int line)
 {
     const double timeout = watchdog_timeout();
-    const double start = now();
+    double start = now(), last = start;
     double rest = 0;
     watchdog_waiting(1);
     for (;;) {
@@ -257,6 +257,11 @@ static void wait_collective(Dist *d, MPI_Request *req, const char *call, const c
         if (d->size > 1)
             serve_notes(d);
         const double t = now();
+        /* polls are at most DIST_NAP_MAX apart: a gap of a second is time
+         * this rank was stopped (as in the watchdog), which is not waiting */
+        if (t - last > 1.0)
+            start += t - last;
+        last = t;
         if (timeout > 0 && t - start >= timeout)
             name_the_silent(d, t - start);
         if (t - start > DIST_SPIN_SECONDS) {

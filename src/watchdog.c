@@ -44,9 +44,21 @@ static void *watch(void *arg)
         long long ns = (long long)until.tv_nsec + (long long)(nap * 1e9);
         until.tv_sec += (time_t)(ns / 1000000000);
         until.tv_nsec = (long)(ns % 1000000000);
+        const double asleep = now();
         pthread_cond_timedwait(&g_wake, &g_lock, &until);
         if (!atomic_load(&g_running))
             break;
+        /* A nap a second longer than asked: this process was not running
+         * (SIGSTOP, a suspended job, a frozen VM). That time is not a hang of
+         * its own: the count starts again. So a job suspended and resumed
+         * (scontrol suspend) goes on, and a rank stopped and then killed by
+         * its launcher (SIGCONT, SIGTERM) dies of the signal rather than
+         * racing it with an exit of its own (which could leave Open MPI's
+         * mpirun deadlocked in its teardown). */
+        if (now() - asleep > nap + 1.0) {
+            since = now();
+            continue;
+        }
         unsigned long long b = atomic_load(&g_beats);
         if (b != seen) {
             seen = b;

@@ -5,6 +5,8 @@
 #  - failures end the whole job fast, naming the rank: a corrupt chunk only
 #    one rank reads, a rank killed with SIGKILL, a non-finite loss on one
 #    rank, a drifted replica; none leaves a torn checkpoint behind;
+#  - a job suspended (every rank stopped) for longer than its hang timeout
+#    and resumed goes on to the same bits;
 #  - a bad command line gives one message and status 2 from every rank.
 . "${srcdir:-.}/tests/lib.sh"
 command -v mpirun >/dev/null || fail "mpirun not found (apt-get install openmpi-bin)"
@@ -177,6 +179,43 @@ echo "evaluate with a stopped rank: status $status after ${took}s"
 # others' watchdogs speak for themselves)
 grep -qE "rank $vrank on host $(uname -n) went silent|no progress on this rank" "$T/evalstop.log" ||
     { cat "$T/evalstop.log"; fail "no watchdog message"; }
+
+# A suspended job goes on (scontrol suspend stops every rank, resume continues
+# them): time a rank spends stopped is not a hang. In the middle of training
+# one rank is stopped, and half a second later (the other one waiting for it
+# in a collective by then) the other; both stay stopped for twice the hang
+# timeout and are continued together. The run ends as the uninterrupted one
+# does, bit for bit.
+mpirun -np 2 $RUN --epochs 2 --test-limit 500 --hang-timeout 2 \
+    --checkpoint-dir "$T/plain" >"$T/plain.log" 2>&1 || { cat "$T/plain.log"; fail "plain run"; }
+mpirun -np 2 $RUN --epochs 2 --test-limit 500 --hang-timeout 2 \
+    --checkpoint-dir "$T/susp" >"$T/susp.log" 2>&1 &
+launcher=$!
+i=0
+ranks=
+while [ "$(echo "$ranks" | wc -w)" -lt 2 ] && [ $i -lt 200 ]; do
+    ranks=$(pgrep -P "$launcher" -x dpcnn | tr '\n' ' ')
+    sleep 0.02
+    i=$((i + 1))
+done
+# into the first epoch (start-up takes about 0.1 s, an epoch about 0.5 s)
+sleep 0.4
+first=${ranks%% *}
+kill -STOP "$first"
+sleep 0.5
+kill -STOP $ranks
+[ -e "$T/susp/epoch-0002.h5" ] && fail "the run ended before it was suspended"
+sleep 4
+kill -CONT $ranks
+set +e
+wait "$launcher"
+status=$?
+set -e
+[ "$status" -eq 0 ] || { cat "$T/susp.log"; fail "a job suspended for 4 s (--hang-timeout 2) ended with status $status"; }
+for f in epoch-0001.h5 epoch-0002.h5; do
+    cmp "$T/plain/$f" "$T/susp/$f" || fail "suspended and resumed: $f differs"
+done
+echo "a job suspended for twice its hang timeout went on, to the same bits"
 
 # Usage errors: every rank exits 2, one message.
 set +e
