@@ -492,17 +492,18 @@ void dist_max_int(Dist *d, int *v, int n)
  * When every rank shares one node's memory, an MPI_Iallreduce of a step's
  * gradients (33,000 int64 for the tutorial) moved them through Open MPI's
  * pipeline at about 3.5 GB/s: 74 us a step at np = 2, a sixth of the step.
- * Through a shared window it is a reduce-scatter and a gather by plain loads:
- * every rank writes its contribution into its segment; after a barrier, rank
- * r adds everybody's slots of its chunk (r/P of the array) into its own chunk
- * area; after a second barrier, every rank copies all the chunks out. The
- * sums are of integers, so any order gives the same bits as MPI's. The
- * barriers are nonblocking and polled like every collective here, so a silent
- * rank is still named. Reuse is safe: a rank writes its contribution again
- * only after the next first barrier, which no rank passes before it has read
- * every chunk, and its chunk after that barrier, once every contribution of
- * the previous call has been read. Across nodes, and where the window cannot
- * be made, the sum is MPI_Iallreduce's. */
+ * Through a shared window it is a reduce-scatter by plain loads: every rank
+ * has its contributions in its own segment (written there in place, see
+ * dist_sum_int64_buffer); after a barrier, rank r adds everybody's slots of
+ * its chunk (r/P of the array) into that chunk of one result array (in rank
+ * 0's segment); after a second barrier every rank reads the result where it
+ * lies. The sums are of integers, so any order gives the same bits as MPI's.
+ * The barriers are nonblocking and polled like every collective here, so a
+ * silent rank is still named. Reuse is safe: a rank writes its contributions
+ * again, and its chunk of the result, only after the next call's first
+ * barrier, which no rank passes before it has read the last result and every
+ * contribution it needed. Across nodes, and where the window cannot be made,
+ * the sum is MPI_Iallreduce's. */
 #define SHM_MIN_SLOTS 4096 /* below this the allreduce's latency is the smaller */
 
 static void shm_release(Dist *d)
@@ -533,7 +534,8 @@ static int shm_ready(Dist *d, size_t n)
     }
     shm_release(d);
     const size_t cap = (n + 4095) & ~(size_t)4095;
-    const size_t slots = cap + cap / (size_t)d->size + 1;
+    /* every rank's contributions; rank 0's segment also holds the result */
+    const size_t slots = d->rank == 0 ? 2 * cap : cap;
     MPI_Info info;
     MPI_Info_create(&info);
     MPI_Info_set(info, "alloc_shared_noncontig", "true");
@@ -568,41 +570,48 @@ static void shm_barrier(Dist *d)
     MPI_Win_sync(d->shm_win); /* and theirs to this rank */
 }
 
-static void shm_sum(Dist *d, int64_t *v, size_t n)
+int64_t *dist_sum_int64_buffer(Dist *d, size_t n)
 {
+    if (d->local || n < SHM_MIN_SLOTS || shm_ready(d, n) != 0)
+        return NULL;
+    return d->shm_seg[d->rank];
+}
+
+const int64_t *dist_sum_int64_view(Dist *d, int64_t *v, size_t n)
+{
+    if (d->local)
+        return v;
+    if (n < SHM_MIN_SLOTS || shm_ready(d, n) != 0) {
+        /* MPI counts are int: reduce in slices for very large buffers. */
+        const size_t slice = (size_t)1 << 28;
+        for (size_t off = 0; off < n; off += slice) {
+            int cnt = (int)(n - off < slice ? n - off : slice);
+            COLLECTIVE(d, MPI_Iallreduce, MPI_IN_PLACE, v + off, cnt, MPI_INT64_T, MPI_SUM,
+                       d->comm);
+        }
+        return v;
+    }
     const int P = d->size;
-    const size_t cap = d->shm_cap;
-    memcpy(d->shm_seg[d->rank], v, sizeof(int64_t) * n);
+    int64_t *const *seg = d->shm_seg, *sum = seg[0] + d->shm_cap;
+    if (v != seg[d->rank])
+        memcpy(seg[d->rank], v, sizeof(int64_t) * n);
     shm_barrier(d);
     const size_t lo = n * (size_t)d->rank / (size_t)P, hi = n * (size_t)(d->rank + 1) / (size_t)P;
-    int64_t *chunk = d->shm_seg[d->rank] + cap;
-    memcpy(chunk, d->shm_seg[0] + lo, sizeof(int64_t) * (hi - lo));
+    memcpy(sum + lo, seg[0] + lo, sizeof(int64_t) * (hi - lo));
     for (int q = 1; q < P; q++) {
-        const int64_t *c = d->shm_seg[q] + lo;
-        for (size_t i = 0; i < hi - lo; i++)
-            chunk[i] += c[i];
+        const int64_t *c = seg[q];
+        for (size_t i = lo; i < hi; i++)
+            sum[i] += c[i];
     }
     shm_barrier(d);
-    for (int q = 0; q < P; q++) {
-        const size_t a = n * (size_t)q / (size_t)P, b = n * (size_t)(q + 1) / (size_t)P;
-        memcpy(v + a, d->shm_seg[q] + cap, sizeof(int64_t) * (b - a));
-    }
+    return sum;
 }
 
 void dist_sum_int64(Dist *d, int64_t *v, size_t n)
 {
-    if (d->local)
-        return;
-    if (n >= SHM_MIN_SLOTS && shm_ready(d, n) == 0) {
-        shm_sum(d, v, n);
-        return;
-    }
-    /* MPI counts are int: reduce in slices for very large buffers. */
-    const size_t slice = (size_t)1 << 28;
-    for (size_t off = 0; off < n; off += slice) {
-        int cnt = (int)(n - off < slice ? n - off : slice);
-        COLLECTIVE(d, MPI_Iallreduce, MPI_IN_PLACE, v + off, cnt, MPI_INT64_T, MPI_SUM, d->comm);
-    }
+    const int64_t *sum = dist_sum_int64_view(d, v, n);
+    if (sum != v)
+        memcpy(v, sum, sizeof(int64_t) * n);
 }
 
 void dist_sum_float(Dist *d, float *v, size_t n)

@@ -146,8 +146,11 @@ static int reduce_exact(Stepper *st, Dist *d, float *grads, StepSums *sums, int 
     int shift[NET_MAX_TENSORS + 1];
     for (int i = 0; i <= NT; i++)
         shift[i] = xsum_shift(ctl[i], nmicro_total);
-    /* integers add in any order: the threads take pieces of the parameters */
-    int64_t *acc = st->acc;
+    /* integers add in any order: the threads take pieces of the parameters,
+     * straight into the memory the ranks sum from where there is such */
+    int64_t *acc = dist_sum_int64_buffer(d, NPARAM + 2);
+    if (!acc)
+        acc = st->acc;
 #pragma omp parallel for num_threads(st->threads) schedule(static)
     for (int p = 0; p < st->npieces; p++) {
         const size_t off = st->piece_off[p], len = st->piece_len[p];
@@ -161,13 +164,13 @@ static int reduce_exact(Stepper *st, Dist *d, float *grads, StepSums *sums, int 
         xsum_add_f64(acc + NPARAM, &st->slot_loss[k], 1, shift[NT]);
         acc[NPARAM + 1] += st->slot_correct[k];
     }
-    dist_sum_int64(d, acc, NPARAM + 2);
+    const int64_t *sum = dist_sum_int64_view(d, acc, NPARAM + 2);
 #pragma omp parallel for num_threads(st->threads) schedule(static)
     for (int p = 0; p < st->npieces; p++)
-        xsum_get_f32(grads + st->piece_off[p], acc + st->piece_off[p], st->piece_len[p],
+        xsum_get_f32(grads + st->piece_off[p], sum + st->piece_off[p], st->piece_len[p],
                      shift[st->piece_tensor[p]]);
-    sums->loss_sum = xsum_get_f64(acc[NPARAM], shift[NT]);
-    sums->correct = acc[NPARAM + 1];
+    sums->loss_sum = xsum_get_f64(sum[NPARAM], shift[NT]);
+    sums->correct = sum[NPARAM + 1];
     return 0;
 }
 

@@ -54,6 +54,12 @@ int dist_agree(Dist *d, int rc, const char *what);
 
 void dist_max_int(Dist *d, int *v, int n);
 void dist_sum_int64(Dist *d, int64_t *v, size_t n);
+/* The same sum without copies where the ranks share a node: write the terms
+ * into dist_sum_int64_buffer's n slots (NULL: into a buffer of your own),
+ * then dist_sum_int64_view returns the sums, in v or in shared memory, valid
+ * until the next sum. Both are collective. */
+int64_t *dist_sum_int64_buffer(Dist *d, size_t n);
+const int64_t *dist_sum_int64_view(Dist *d, int64_t *v, size_t n);
 void dist_sum_float(Dist *d, float *v, size_t n);
 void dist_bcast(Dist *d, void *buf, size_t bytes, int root);
 /* out[r] = v from rank r, for every rank r. */
