@@ -145,10 +145,14 @@ grep -q "rank 1: error: no progress on this rank (host $(uname -n)) for .* (step
 check_no_torn "$T/hang"
 
 # dpcnn evaluate has the same bound: one of three ranks stopped (SIGSTOP) as
-# soon as it exists, wherever that finds it, and the job still ends. A rank is
+# soon as it exists, wherever that finds it, and every rank ends. A rank is
 # picked by its process name (-x): a child mpirun has forked but not yet made
 # dpcnn still has mpirun's command line, which names dpcnn too (stopped there,
-# it was never a rank, and mpirun waited for its launch for ever).
+# it was never a rank, and mpirun waited for its launch for ever). What is
+# timed is the ranks' end: with a rank stopped inside MPI_Init, Open MPI's
+# mpirun (4.1, its PMIx server) now and then deadlocks in its own teardown
+# after every rank has ended (a gdb stack: PMIx_server_finalize waiting on its
+# progress thread, which waits on a lock); that is reported, not failed.
 mpirun -np 3 ./dpcnn evaluate "$T/np1/epoch-0002.h5" --data "$DATA" --threads 1 \
     --hang-timeout 3 >"$T/evalstop.log" 2>&1 &
 launcher=$!
@@ -163,18 +167,38 @@ done
 kill -STOP "$victim"
 vrank=$(tr '\0' '\n' <"/proc/$victim/environ" | sed -n 's/^OMPI_COMM_WORLD_RANK=//p')
 start=$(date +%s)
-( sleep 60; kill -KILL "$launcher" 2>/dev/null ) &
-guard=$!
+ended=
+while [ $(($(date +%s) - start)) -le 13 ]; do
+    kill -0 "$launcher" 2>/dev/null || { ended=launcher; break; }
+    # the launcher's children that are neither gone nor zombies
+    live=$(ps -o stat= --ppid "$launcher" 2>/dev/null | grep -vc '^Z' || true)
+    [ "$live" -eq 0 ] && { ended=ranks; break; }
+    sleep 0.1
+done
+took=$(($(date +%s) - start))
+[ -n "$ended" ] || { kill -KILL "$launcher" "$victim" 2>/dev/null; cat "$T/evalstop.log"
+    fail "evaluate with a stopped rank: ranks still running after ${took}s (bound 3 + 10)"; }
+status=
+if [ "$ended" = ranks ]; then
+    i=0
+    while kill -0 "$launcher" 2>/dev/null && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if kill -0 "$launcher" 2>/dev/null; then
+        echo "note: every rank ended after ${took}s, but mpirun did not return in 10 s more" \
+            "(its own teardown: an Open MPI defect, not a rank's); killed"
+        kill -KILL "$launcher" 2>/dev/null || true
+        status=killed
+    fi
+fi
 set +e
 wait "$launcher"
-status=$?
+[ -n "$status" ] || status=$?
 set -e
-kill "$guard" 2>/dev/null || true
-took=$(($(date +%s) - start))
 kill -KILL "$victim" 2>/dev/null || true
-echo "evaluate with a stopped rank: status $status after ${took}s"
-[ "$status" -ne 0 ] || { cat "$T/evalstop.log"; fail "evaluate succeeded with a stopped rank"; }
-[ "$took" -le 13 ] || { cat "$T/evalstop.log"; fail "evaluate with a stopped rank took ${took}s (bound 3 + 10)"; }
+echo "evaluate with a stopped rank: every rank ended after ${took}s, mpirun status $status"
+[ "$status" != 0 ] || { cat "$T/evalstop.log"; fail "evaluate succeeded with a stopped rank"; }
 # (stopped in a collective, it is named by the others; before MPI is up, the
 # others' watchdogs speak for themselves)
 grep -qE "rank $vrank on host $(uname -n) went silent|no progress on this rank" "$T/evalstop.log" ||
