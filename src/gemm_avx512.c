@@ -1,5 +1,7 @@
 /* The matrix product on AVX-512 (gemm.h has the contract): tiles of MR rows
- * by 32 columns (two 16-float registers), the row's k loop innermost, each
+ * by up to 64 columns (four 16-float registers: 24 accumulators, the four
+ * vectors of B's row and a broadcast fill 29 of the 32 registers, and each
+ * broadcast of A then feeds four multiply-adds), the row's k loop innermost, each
  * accumulator one output lane: c = fma(a, b, c), k after k, as the plain C
  * path does it element by element. Column tails use masked loads and stores
  * (a masked lane is never read or written). */
@@ -11,21 +13,28 @@
 #include "dpcnn/gemm.h"
 
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
-enum { MR = 6, NR = 32 };
+enum { MR = 6, NR = 64 };
 
 /* One tile: MR rows (rows past M repeat the last one and are not stored) by
  * NV vectors. The accumulators are named variables, one per row and vector
  * (with an array of them GCC kept them in memory); NV is a literal in the two
  * callers, so the second vector's work disappears from tile_1. */
 #define ROW_LOAD(r)                                                                            \
-    __m512 c##r##0 = _mm512_maskz_loadu_ps(k0, c[r]);                                          \
-    __m512 c##r##1 = NV > 1 ? _mm512_maskz_loadu_ps(k1, c[r] + 16) : _mm512_setzero_ps()
+    __m512 c##r##0 = r < mr ? _mm512_maskz_loadu_ps(k0, c[r]) : _mm512_setzero_ps();           \
+    __m512 c##r##1 = NV > 1 && r < mr ? _mm512_maskz_loadu_ps(k1, c[r] + 16) : _mm512_setzero_ps(); \
+    __m512 c##r##2 = NV > 2 && r < mr ? _mm512_maskz_loadu_ps(k2, c[r] + 32) : _mm512_setzero_ps(); \
+    __m512 c##r##3 = NV > 3 && r < mr ? _mm512_maskz_loadu_ps(k3, c[r] + 48) : _mm512_setzero_ps()
 #define ROW_FMA(r)                                                                             \
+    if (r < mr)                                                                                \
     do {                                                                                       \
         const __m512 a##r = _mm512_set1_ps(a[r][o]);                                           \
         c##r##0 = _mm512_fmadd_ps(a##r, b0, c##r##0);                                          \
         if (NV > 1)                                                                            \
             c##r##1 = _mm512_fmadd_ps(a##r, b1, c##r##1);                                      \
+        if (NV > 2)                                                                            \
+            c##r##2 = _mm512_fmadd_ps(a##r, b2, c##r##2);                                      \
+        if (NV > 3)                                                                            \
+            c##r##3 = _mm512_fmadd_ps(a##r, b3, c##r##3);                                      \
     } while (0)
 #define ROW_STORE(r)                                                                           \
     do {                                                                                       \
@@ -33,12 +42,17 @@ enum { MR = 6, NR = 32 };
             _mm512_mask_storeu_ps(c[r], k0, c##r##0);                                          \
             if (NV > 1)                                                                        \
                 _mm512_mask_storeu_ps(c[r] + 16, k1, c##r##1);                                 \
+            if (NV > 2)                                                                        \
+                _mm512_mask_storeu_ps(c[r] + 32, k2, c##r##2);                                 \
+            if (NV > 3)                                                                        \
+                _mm512_mask_storeu_ps(c[r] + 48, k3, c##r##3);                                 \
         }                                                                                      \
     } while (0)
 
 static inline TARGET __attribute__((always_inline)) void
 tile(int NV, int mr, int K, const float *A, ptrdiff_t ams, ptrdiff_t aks, const float *B,
-     const ptrdiff_t *boff, ptrdiff_t ldb, float *C, ptrdiff_t ldc, __mmask16 k0, __mmask16 k1)
+     const ptrdiff_t *boff, ptrdiff_t ldb, float *C, ptrdiff_t ldc, __mmask16 k0, __mmask16 k1,
+     __mmask16 k2, __mmask16 k3)
 {
     const float *a[MR];
     float *c[MR];
@@ -57,6 +71,8 @@ tile(int NV, int mr, int K, const float *A, ptrdiff_t ams, ptrdiff_t aks, const 
         const float *b = B + (boff ? boff[k] : (ptrdiff_t)k * ldb);
         const __m512 b0 = _mm512_maskz_loadu_ps(k0, b);
         const __m512 b1 = NV > 1 ? _mm512_maskz_loadu_ps(k1, b + 16) : _mm512_setzero_ps();
+        const __m512 b2 = NV > 2 ? _mm512_maskz_loadu_ps(k2, b + 32) : _mm512_setzero_ps();
+        const __m512 b3 = NV > 3 ? _mm512_maskz_loadu_ps(k3, b + 48) : _mm512_setzero_ps();
         const ptrdiff_t o = (ptrdiff_t)k * aks;
         ROW_FMA(0);
         ROW_FMA(1);
@@ -73,19 +89,29 @@ tile(int NV, int mr, int K, const float *A, ptrdiff_t ams, ptrdiff_t aks, const 
     ROW_STORE(5);
 }
 
-static TARGET void tile_1(int mr, int K, const float *A, ptrdiff_t ams, ptrdiff_t aks,
-                          const float *B, const ptrdiff_t *boff, ptrdiff_t ldb, float *C,
-                          ptrdiff_t ldc, __mmask16 k0, __mmask16 k1)
-{
-    tile(1, mr, K, A, ams, aks, B, boff, ldb, C, ldc, k0, k1);
-}
+/* One function per tile shape, the rows and vectors literals: a tile of
+ * fewer than MR rows (the last of M = 25) does only its own rows' work. */
+#define TILE_FN(NV, MRL)                                                                       \
+    static TARGET void tile_##NV##_##MRL(int K, const float *A, ptrdiff_t ams, ptrdiff_t aks,   \
+                                         const float *B, const ptrdiff_t *boff, ptrdiff_t ldb,  \
+                                         float *C, ptrdiff_t ldc, const __mmask16 *k)           \
+    {                                                                                          \
+        tile(NV, MRL, K, A, ams, aks, B, boff, ldb, C, ldc, k[0], k[1], k[2], k[3]);           \
+    }
+#define TILE_ROWS(NV)                                                                          \
+    TILE_FN(NV, 1) TILE_FN(NV, 2) TILE_FN(NV, 3) TILE_FN(NV, 4) TILE_FN(NV, 5) TILE_FN(NV, 6)
+TILE_ROWS(1)
+TILE_ROWS(2)
+TILE_ROWS(3)
+TILE_ROWS(4)
+#undef TILE_ROWS
+#undef TILE_FN
 
-static TARGET void tile_2(int mr, int K, const float *A, ptrdiff_t ams, ptrdiff_t aks,
-                          const float *B, const ptrdiff_t *boff, ptrdiff_t ldb, float *C,
-                          ptrdiff_t ldc, __mmask16 k0, __mmask16 k1)
-{
-    tile(2, mr, K, A, ams, aks, B, boff, ldb, C, ldc, k0, k1);
-}
+typedef void (*Tile)(int, const float *, ptrdiff_t, ptrdiff_t, const float *, const ptrdiff_t *,
+                     ptrdiff_t, float *, ptrdiff_t, const __mmask16 *);
+#define TILE_ROW(NV) {tile_##NV##_1, tile_##NV##_2, tile_##NV##_3, tile_##NV##_4, tile_##NV##_5, tile_##NV##_6}
+static const Tile tiles[4][MR] = {TILE_ROW(1), TILE_ROW(2), TILE_ROW(3), TILE_ROW(4)};
+#undef TILE_ROW
 
 static inline __mmask16 lanes(int n)
 {
@@ -96,18 +122,21 @@ TARGET void gemm_acc_avx512(int M, int N, int K, const float *A, ptrdiff_t ams, 
                             const float *B, const ptrdiff_t *boff, ptrdiff_t ldb, float *C,
                             ptrdiff_t ldc)
 {
-    /* column blocks outside, row blocks inside: a block of B (K x 32) is read
+    /* column blocks outside, row blocks inside: a block of B (K x 64) is read
      * from L1 by every row block */
-    for (int n0 = 0; n0 < N; n0 += NR) {
-        const int w = N - n0 < NR ? N - n0 : NR;
-        const int nv = w > 16 ? 2 : 1;
-        const __mmask16 k0 = lanes(w), k1 = lanes(w - 16);
+    /* four vectors wide where K is short, and a tile's fixed cost (loading
+     * and storing C) weighs most; two where it is long (measured: 10% either
+     * way on the tutorial's shapes) */
+    const int nr = K < 64 ? NR : NR / 2;
+    for (int n0 = 0; n0 < N; n0 += nr) {
+        const int w = N - n0 < nr ? N - n0 : nr;
+        const int nv = (w + 15) / 16;
+        const __mmask16 k[4] = {lanes(w), lanes(w - 16), lanes(w - 32), lanes(w - 48)};
         /* a column offset into B: every row pointer moves by n0 */
         for (int m0 = 0; m0 < M; m0 += MR) {
             const int mr = M - m0 < MR ? M - m0 : MR;
-            const float *Bn = B + n0;
-            (nv == 2 ? tile_2 : tile_1)(mr, K, A + (ptrdiff_t)m0 * ams, ams, aks, Bn, boff, ldb,
-                                        C + (ptrdiff_t)m0 * ldc + n0, ldc, k0, k1);
+            tiles[nv - 1][mr - 1](K, A + (ptrdiff_t)m0 * ams, ams, aks, B + n0, boff, ldb,
+                                  C + (ptrdiff_t)m0 * ldc + n0, ldc, k);
         }
     }
 }
