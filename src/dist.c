@@ -572,14 +572,14 @@ static void shm_barrier(Dist *d)
 
 int64_t *dist_sum_int64_buffer(Dist *d, size_t n)
 {
-    if (d->local || n < SHM_MIN_SLOTS || shm_ready(d, n) != 0)
+    if (d->local || d->size == 1 || n < SHM_MIN_SLOTS || shm_ready(d, n) != 0)
         return NULL;
     return d->shm_seg[d->rank];
 }
 
 const int64_t *dist_sum_int64_view(Dist *d, int64_t *v, size_t n)
 {
-    if (d->local)
+    if (d->local || d->size == 1) /* a sum over one rank is what it holds */
         return v;
     if (n < SHM_MIN_SLOTS || shm_ready(d, n) != 0) {
         /* MPI counts are int: reduce in slices for very large buffers. */
