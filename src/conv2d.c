@@ -80,14 +80,28 @@ size_t conv2d_backward_floats(const ConvShape *c)
  * would cost more than the copy. So rows move in fixed 8-float pieces the
  * compiler turns into plain vector moves, and the helpers are always inlined
  * with the kernel side K a literal for the common K = 3 and K = 5. */
+/* A piece of 8 or 4 floats, as one unaligned vector move where the target
+ * has vectors that wide. */
+typedef float Piece8 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float Piece4 __attribute__((vector_size(16), aligned(4), may_alias));
+
+static inline __attribute__((always_inline)) void copy_piece(float *dst, const float *src,
+                                                              int piece)
+{
+    if (piece == 8)
+        *(Piece8 *)(void *)dst = *(const Piece8 *)(const void *)src;
+    else
+        *(Piece4 *)(void *)dst = *(const Piece4 *)(const void *)src;
+}
+
 static inline __attribute__((always_inline)) void copy_row(float *restrict dst,
                                                            const float *restrict src, int len)
 {
     int j = 0;
     for (; j + 8 <= len; j += 8)
-        __builtin_memcpy(dst + j, src + j, 8 * sizeof(float));
+        copy_piece(dst + j, src + j, 8);
     if (j + 4 <= len) {
-        __builtin_memcpy(dst + j, src + j, 4 * sizeof(float));
+        copy_piece(dst + j, src + j, 4);
         j += 4;
     }
     /* the tail without a loop (GCC would make a loop a call to memmove) */
@@ -110,7 +124,7 @@ copy_block(float *restrict dst, const float *restrict src, int OH, int W, int OW
          * of the block (W >= OW). The last row is copied exactly. */
 #pragma GCC unroll 8
         for (int i = 0; i + 1 < OH; i++)
-            __builtin_memcpy(dst + (size_t)i * OW, src + (size_t)i * W, 8 * sizeof(float));
+            copy_piece(dst + (size_t)i * OW, src + (size_t)i * W, 8);
         copy_row(dst + (size_t)(OH - 1) * OW, src + (size_t)(OH - 1) * W, OW);
     } else if (OW > 8) {
         /* 8-float pieces, the last one ending at the row's end (overlapping) */
@@ -118,8 +132,8 @@ copy_block(float *restrict dst, const float *restrict src, int OH, int W, int OW
             float *d = dst + (size_t)i * OW;
             const float *r = src + (size_t)i * W;
             for (int j = 0; j + 8 < OW; j += 8)
-                __builtin_memcpy(d + j, r + j, 8 * sizeof(float));
-            __builtin_memcpy(d + OW - 8, r + OW - 8, 8 * sizeof(float));
+                copy_piece(d + j, r + j, 8);
+            copy_piece(d + OW - 8, r + OW - 8, 8);
         }
     } else {
         for (int i = 0; i < OH; i++)
@@ -377,20 +391,6 @@ void conv_pool_forward_blas(float *y, int32_t *arg, float *cv, float *scratch, c
  * written after it. A patch's last row, and a row that would read past the
  * end of the input, copy exactly K. The windows that cross the padding copy
  * element by element. */
-/* A piece of 8 or 4 floats, as one unaligned vector move where the target
- * has vectors that wide. */
-typedef float Piece8 __attribute__((vector_size(32), aligned(4), may_alias));
-typedef float Piece4 __attribute__((vector_size(16), aligned(4), may_alias));
-
-static inline __attribute__((always_inline)) void copy_piece(float *dst, const float *src,
-                                                              int piece)
-{
-    if (piece == 8)
-        *(Piece8 *)(void *)dst = *(const Piece8 *)(const void *)src;
-    else
-        *(Piece4 *)(void *)dst = *(const Piece4 *)(const void *)src;
-}
-
 static inline __attribute__((always_inline)) void
 patches(float *restrict colT, const float *restrict xs, const ConvShape *c, int K, int piece)
 {
