@@ -39,6 +39,14 @@ DPCNN_EXCHANGE_BYTES=20000 mpirun -np 3 $RUN --epochs 2 --limit 1030 --test-limi
 for f in epoch-0001.h5 epoch-0002.h5; do
     cmp "$T/np1/$f" "$T/rounds/$f" || fail "np=3 in exchange rounds of 20000 bytes: $f differs"
 done
+# Ranks on one node sum through a shared-memory window; with Open MPI's
+# shared windows switched off (osc/sm), the sum falls back to MPI_Iallreduce:
+# the job runs, to the same bits.
+OMPI_MCA_osc=^sm mpirun -np 2 -x OMPI_MCA_osc $RUN --epochs 2 --limit 1030 --test-limit 530 \
+    --checkpoint-dir "$T/noshm" >"$T/noshm.log" 2>&1 || { cat "$T/noshm.log"; fail "np=2 without shared windows"; }
+for f in epoch-0001.h5 epoch-0002.h5; do
+    cmp "$T/np1/$f" "$T/noshm/$f" || fail "np=2 without shared windows: $f differs from np=1"
+done
 # Threads split the micro-batches, the exact sums and Adam's update: the same
 # bits with 2 and 3 threads in one process, and 2 ranks of 2 threads.
 for th in 2 3; do
