@@ -228,7 +228,7 @@ hid_t h5_create_image(void)
     snprintf(name, sizeof name, "dpcnn-image-%lu", (unsigned long)++serial);
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     hid_t f = -1;
-    if (fapl >= 0 && H5Pset_fapl_core(fapl, (size_t)1 << 20, 0) >= 0 &&
+    if (fapl >= 0 && H5Pset_fapl_core(fapl, (size_t)1 << 16, 0) >= 0 &&
         H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) >= 0)
         f = H5Fcreate(name, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     if (f < 0)

@@ -137,9 +137,14 @@ echo "  dpcnn --epochs 0, whole process: $(( ($(date +%s%N) - w0) / 1000000 )) m
 echo
 echo "== peak resident memory"
 rm -rf "$dir/rss4"
-mpirun -np 4 --bind-to none /usr/bin/time -f "rss %M" ./dpcnn --epochs 1 --threads 1 \
+# each rank's figure in a file of its own (on one shared log the four lines
+# could land in one another)
+rm -f "$dir"/rss4.rank.*
+# shellcheck disable=SC2016 # expanded by the rank's shell
+mpirun -np 4 --bind-to none sh -c 'out=$1; shift; exec /usr/bin/time -f "rss %M" \
+    -o "$out.$OMPI_COMM_WORLD_RANK" "$@"' sh "$dir/rss4.rank" ./dpcnn --epochs 1 --threads 1 \
     --checkpoint-dir "$dir/rss4" >"$dir/rss4.log" 2>&1
-echo "dpcnn, mpirun -np 4: per rank $(sed -n 's/^rss //p' "$dir/rss4.log" | sort -n | tr '\n' ' ')KB"
+echo "dpcnn, mpirun -np 4: per rank $(cat "$dir"/rss4.rank.* | sed -n 's/^rss //p' | sort -n | tr '\n' ' ')KB"
 OPENBLAS_NUM_THREADS=1 /usr/bin/time -f "rss %M" /usr/bin/python3 "$here/pytorch_reference.py" \
     --epochs 1 --threads 1 >"$dir/rsspt.log" 2>&1
 echo "PyTorch, one process: $(sed -n 's/^rss //p' "$dir/rsspt.log") KB"
