@@ -258,6 +258,14 @@ int stepper_gradient(Stepper *st, Dist *d, float *grads, float *buffers, int64_t
         uint8_t *img = st->stage + (size_t)tid * st->micro_batch * PIX;
         for (int i = 0; i < b->sizes[k]; i++)
             memcpy(img + (size_t)i * PIX, b->images[offset[k] + i], PIX);
+        /* and ask for the next one's while this one computes (a static
+         * schedule gives each thread a contiguous run of micro-batches): in
+         * shuffled order each image was a run of cache misses the copy waited
+         * for, 3% of an epoch */
+        if (k + 1 < nmicro)
+            for (int i = 0; i < b->sizes[k + 1]; i++)
+                for (size_t o = 0; o < PIX; o += 64)
+                    __builtin_prefetch(b->images[offset[k + 1] + i] + o);
         const uint8_t *lab = b->labels + offset[k];
         const PassInfo pass = {1, b->seed, b->step, b->positions[offset[k]]};
         int correct = 0;
