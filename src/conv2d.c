@@ -346,7 +346,7 @@ void conv2d_forward(float *y, float *scratch, const float *x, const float *w, co
 }
 
 /* Convolution, ReLU and max-pool forward, sample by sample. On the AVX-512
- * path with 2x2 windows of stride 2 the pool reads the convolution's output
+ * and AVX2 paths with 2x2 windows of stride 2 the pool reads the convolution's output
  * where the product left it (the wide route's rows included, their extra
  * columns never read) while it is in L1; otherwise the output goes to cv
  * and is pooled there. The same bits either way. */
@@ -356,7 +356,7 @@ void conv_pool_forward(float *y, int32_t *arg, float *cv, float *scratch, const 
 {
     const size_t in = (size_t)c->C * c->H * c->W, out = (size_t)c->F * c->OH * c->OW;
     const size_t pooled = (size_t)c->F * p->OH * p->OW;
-    const int direct = p->K == 2 && p->S == 2 && isa_current() == ISA_AVX512;
+    const int direct = p->K == 2 && p->S == 2 && isa_current() != ISA_GENERIC;
     if (!direct) {
         conv2d_forward(cv, scratch, x, w, b, n, c);
         relu_maxpool_forward(y, arg, cv, n, p);

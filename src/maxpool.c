@@ -91,8 +91,8 @@ take(__m512 *best, __m512i *at, __m512 v, __m512i where)
     *at = _mm512_mask_mov_epi32(*at, m, where);
 }
 
-TARGET_512 void maxpool2_planes(float *y, int32_t *arg, const float *x, size_t planes, size_t xp,
-                                int ld, int W, int OH, int OW, int relu)
+static TARGET_512 void planes_avx512(float *y, int32_t *arg, const float *x, size_t planes,
+                                     size_t xp, int ld, int W, int OH, int OW, int relu)
 {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
@@ -127,10 +127,78 @@ TARGET_512 void maxpool2_planes(float *y, int32_t *arg, const float *x, size_t p
         }
 }
 
+/* The same on AVX2, eight windows at a time: AVX2 has no two-register
+ * permute, so a row's 16 floats are split into even and odd columns by a
+ * shuffle within each 128-bit half and a swap of the middle 64-bit pieces. */
+#define TARGET_AVX2 __attribute__((target("avx2")))
+
+static inline TARGET_AVX2 __m256i lanes8(int n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+static inline TARGET_AVX2 __attribute__((always_inline)) void
+take8(__m256 *best, __m256i *at, __m256 v, __m256i where)
+{
+    const __m256 m = _mm256_or_ps(_mm256_cmp_ps(v, *best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    *best = _mm256_blendv_ps(*best, v, m);
+    *at = _mm256_castps_si256(
+        _mm256_blendv_ps(_mm256_castsi256_ps(*at), _mm256_castsi256_ps(where), m));
+}
+
+/* columns 0, 2, ..., 14 (odd = 0) or 1, 3, ..., 15 (odd = 1) of a and b */
+static inline TARGET_AVX2 __attribute__((always_inline)) __m256 columns(__m256 a, __m256 b, int odd)
+{
+    const __m256 s = odd ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))
+                         : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+static TARGET_AVX2 void planes_avx2(float *y, int32_t *arg, const float *x, size_t planes,
+                                    size_t xp, int ld, int W, int OH, int OW, int relu)
+{
+    const __m256i two = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+    for (size_t plane = 0; plane < planes; plane++)
+        for (int i = 0; i < OH; i++) {
+            const float *r0 = x + plane * xp + (size_t)(2 * i) * ld, *r1 = r0 + ld;
+            float *yr = y + (plane * OH + i) * OW;
+            int32_t *ar = arg + (plane * OH + i) * OW;
+            for (int j0 = 0; j0 < OW; j0 += 8) {
+                const int nj = OW - j0 < 8 ? OW - j0 : 8;
+                const __m256i ka = lanes8(2 * nj), kb = lanes8(2 * nj - 8);
+                const float *a = r0 + 2 * j0, *b = r1 + 2 * j0;
+                const __m256 a0 = _mm256_maskload_ps(a, ka), a1 = _mm256_maskload_ps(a + 8, kb);
+                const __m256 b0 = _mm256_maskload_ps(b, ka), b1 = _mm256_maskload_ps(b + 8, kb);
+                const __m256i first = _mm256_add_epi32(two, _mm256_set1_epi32(2 * i * W + 2 * j0));
+                __m256 best = columns(a0, a1, 0);
+                __m256i at = first;
+                take8(&best, &at, columns(a0, a1, 1), _mm256_add_epi32(first, _mm256_set1_epi32(1)));
+                take8(&best, &at, columns(b0, b1, 0), _mm256_add_epi32(first, _mm256_set1_epi32(W)));
+                take8(&best, &at, columns(b0, b1, 1),
+                      _mm256_add_epi32(first, _mm256_set1_epi32(W + 1)));
+                if (relu)
+                    best = _mm256_blendv_ps(best, _mm256_setzero_ps(),
+                                            _mm256_cmp_ps(best, _mm256_setzero_ps(), _CMP_LT_OQ));
+                const __m256i out = lanes8(nj);
+                _mm256_maskstore_ps(yr + j0, out, best);
+                _mm256_maskstore_epi32(ar + j0, out, at);
+            }
+        }
+}
+
+void maxpool2_planes(float *y, int32_t *arg, const float *x, size_t planes, size_t xp, int ld,
+                     int W, int OH, int OW, int relu)
+{
+    if (isa_current() == ISA_AVX512)
+        planes_avx512(y, arg, x, planes, xp, ld, W, OH, OW, relu);
+    else
+        planes_avx2(y, arg, x, planes, xp, ld, W, OH, OW, relu);
+}
+
 void maxpool_forward(float *y, int32_t *arg, const float *x, int n, const PoolShape *p)
 {
     const size_t planes = (size_t)n * p->C;
-    if (p->K == 2 && p->S == 2 && isa_current() == ISA_AVX512)
+    if (p->K == 2 && p->S == 2 && isa_current() != ISA_GENERIC)
         maxpool2_planes(y, arg, x, planes, (size_t)p->H * p->W, p->W, p->W, p->OH, p->OW, 0);
     else if (p->K == 2 && p->S == 2)
         pool_planes(y, arg, x, planes, p->H, p->W, p->OH, p->OW, 2, 2);
@@ -152,7 +220,7 @@ void maxpool_backward(float *dx, const float *dy, const int32_t *arg, int n, con
 
 void relu_maxpool_forward(float *y, int32_t *arg, const float *x, int n, const PoolShape *p)
 {
-    if (p->K == 2 && p->S == 2 && isa_current() == ISA_AVX512) {
+    if (p->K == 2 && p->S == 2 && isa_current() != ISA_GENERIC) {
         maxpool2_planes(y, arg, x, (size_t)n * p->C, (size_t)p->H * p->W, p->W, p->W, p->OH,
                         p->OW, 1);
         return;

@@ -88,10 +88,10 @@ void maxpool_backward_ref(double *dx, const double *dy, const double *x, int n,
  * -0.0), and their backward passes into a zeroed dx (with overlapping windows
  * and a non-zero dx the same terms are added in another grouping). */
 void relu_maxpool_forward(float *y, int32_t *arg, const float *x, int n, const PoolShape *p);
-/* 2x2 windows, stride 2, on the AVX-512 path (only when isa_current() is
- * ISA_AVX512): planes whose rows are ld floats apart and which are xp floats
- * apart, winners as offsets in a plane W wide, and with relu the ReLU after;
- * the same bits as the two above. */
+/* 2x2 windows, stride 2, on the AVX-512 or AVX2 path (not when isa_current()
+ * is ISA_GENERIC): planes whose rows are ld floats apart and which are xp
+ * floats apart, winners as offsets in a plane W wide, and with relu the ReLU
+ * after; the same bits as the two above. */
 void maxpool2_planes(float *y, int32_t *arg, const float *x, size_t planes, size_t xp, int ld,
                      int W, int OH, int OW, int relu);
 void relu_maxpool_backward(float *dx, const float *dy, const float *y, const int32_t *arg, int n,
