@@ -37,6 +37,7 @@
 
 #include "dpcnn/gemm.h"
 #include "dpcnn/isa.h"
+#include "dpcnn/lanes.h"
 #include "dpcnn/layers.h"
 
 enum {
@@ -208,8 +209,7 @@ static TARGET_FMA void rows_fma(float *dx, float *dw, const float *dy, const flo
 {
     const int C = cs->C, H = cs->H, W = cs->W, F = cs->F, K = cs->K, S = cs->S, OW = cs->OW;
     const int pooled = ps->OH * ps->OW, CK = C * K, R = CK * K;
-    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(K),
-                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i mask = lanes8(K);
     int32_t at[WINNERS_AT_ONCE], off[ACC_FLOATS];
     float gs[WINNERS_AT_ONCE], acc[ACC_FLOATS];
     for (int r = 0; r < CK; r++)
@@ -305,11 +305,6 @@ typedef struct {
     int32_t lo[LIST]; /* the same in the local dx copy: u0*16 + v0 */
     float g[LIST];
 } Winners;
-
-static inline TARGET_512 __mmask16 lanes16(int n)
-{
-    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
 
 /* The winners of count windows that pass the ReLU, in window order. A
  * winner's row is offset / OW: the float quotient, correctly rounded, then

@@ -8,15 +8,10 @@
 #include <stdint.h>
 
 #include "dpcnn/gemm.h"
+#include "dpcnn/lanes.h"
 
 #define TARGET __attribute__((target("avx2,fma")))
 enum { MR = 6, NR = 16 };
-
-static inline TARGET __m256i lanes(int n)
-{
-    const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), idx); /* lane i: i < n */
-}
 
 /* One tile: MR rows (rows past M repeat the last one and are not stored) by
  * NV vectors. The accumulators are named variables, one per row and vector
@@ -99,7 +94,7 @@ TARGET void gemm_acc_avx2(int M, int N, int K, const float *A, ptrdiff_t ams, pt
     for (int n0 = 0; n0 < N; n0 += NR) {
         const int w = N - n0 < NR ? N - n0 : NR;
         const int nv = w > 8 ? 2 : 1;
-        const __m256i k0 = lanes(w), k1 = lanes(w - 8);
+        const __m256i k0 = lanes8(w), k1 = lanes8(w - 8);
         for (int m0 = 0; m0 < M; m0 += MR) {
             const int mr = M - m0 < MR ? M - m0 : MR;
             (nv == 2 ? tile_2 : tile_1)(mr, K, A + (ptrdiff_t)m0 * ams, ams, aks, B + n0, boff,

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "dpcnn/gemm.h"
+#include "dpcnn/lanes.h"
 
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma")))
 enum { MR = 6, NR = 64 };
@@ -113,11 +114,6 @@ typedef void (*Tile)(int, const float *, ptrdiff_t, ptrdiff_t, const float *, co
 static const Tile tiles[4][MR] = {TILE_ROW(1), TILE_ROW(2), TILE_ROW(3), TILE_ROW(4)};
 #undef TILE_ROW
 
-static inline __mmask16 lanes(int n)
-{
-    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
-
 TARGET void gemm_acc_avx512(int M, int N, int K, const float *A, ptrdiff_t ams, ptrdiff_t aks,
                             const float *B, const ptrdiff_t *boff, ptrdiff_t ldb, float *C,
                             ptrdiff_t ldc)
@@ -131,7 +127,7 @@ TARGET void gemm_acc_avx512(int M, int N, int K, const float *A, ptrdiff_t ams, 
     for (int n0 = 0; n0 < N; n0 += nr) {
         const int w = N - n0 < nr ? N - n0 : nr;
         const int nv = (w + 15) / 16;
-        const __mmask16 k[4] = {lanes(w), lanes(w - 16), lanes(w - 32), lanes(w - 48)};
+        const __mmask16 k[4] = {lanes16(w), lanes16(w - 16), lanes16(w - 32), lanes16(w - 48)};
         /* a column offset into B: every row pointer moves by n0 */
         for (int m0 = 0; m0 < M; m0 += MR) {
             const int mr = M - m0 < MR ? M - m0 : MR;

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "dpcnn/isa.h"
+#include "dpcnn/lanes.h"
 #include "dpcnn/layers.h"
 
 int pool_shape(PoolShape *p)
@@ -78,11 +79,6 @@ pool_planes(float *y, int32_t *arg, const float *x, size_t planes, int H, int W,
  * relu, the ReLU follows (x < 0 ? 0 : x, as relu_forward). */
 #define TARGET_512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
 
-static inline TARGET_512 __mmask16 lanes16(int n)
-{
-    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
-}
-
 static inline TARGET_512 __attribute__((always_inline)) void
 take(__m512 *best, __m512i *at, __m512 v, __m512i where)
 {
@@ -131,11 +127,6 @@ static TARGET_512 void planes_avx512(float *y, int32_t *arg, const float *x, siz
  * permute, so a row's 16 floats are split into even and odd columns by a
  * shuffle within each 128-bit half and a swap of the middle 64-bit pieces. */
 #define TARGET_AVX2 __attribute__((target("avx2")))
-
-static inline TARGET_AVX2 __m256i lanes8(int n)
-{
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 static inline TARGET_AVX2 __attribute__((always_inline)) void
 take8(__m256 *best, __m256i *at, __m256 v, __m256i where)
