@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "dpcnn/error.h"
@@ -116,22 +115,15 @@ static struct {
     double seconds[MAX_PHASES];
 } g_phases;
 
-static double mono_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 void runtime_mark_start(void)
 {
-    g_phases.start = g_phases.last = mono_now();
+    g_phases.start = g_phases.last = dist_wtime();
     g_phases.n = 0;
 }
 
 void runtime_phase(const char *name)
 {
-    const double t = mono_now();
+    const double t = dist_wtime();
     if (g_phases.n < MAX_PHASES) {
         g_phases.name[g_phases.n] = name;
         g_phases.seconds[g_phases.n++] = t - g_phases.last;
