@@ -540,8 +540,11 @@ static int shm_ready(Dist *d, size_t n)
     MPI_Info_create(&info);
     MPI_Info_set(info, "alloc_shared_noncontig", "true");
     int64_t *mine = NULL;
+    /* blocking, like communicator creation: the watchdog knows we wait */
+    watchdog_waiting(1);
     int rc = MPI_Win_allocate_shared((MPI_Aint)(slots * sizeof(int64_t)), (int)sizeof(int64_t),
                                      info, d->comm, &mine, &d->shm_win);
+    watchdog_waiting(0);
     MPI_Info_free(&info);
     int failed = rc != MPI_SUCCESS;
     COLLECTIVE(d, MPI_Iallreduce, MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, d->comm);
