@@ -44,21 +44,6 @@ L22="-np 4 --host h1:2,h2:2 --map-by node"
 # leave one to resume from), a metrics record every 5 steps.
 RUN="--data $DATA --threads 1 --limit 2000 --test-limit 300 --epochs 4 --checkpoint-every 7s --metrics-every 5 --quiet"
 
-strip_metrics() {
-    sed -e 's/"seconds":[^,]*,//; s/"samples_per_second":[^,]*,//' \
-        -e 's/"eval_seconds":[^,]*,//; s/"shard_seconds":[^,]*,//' \
-        -e 's/"reduce_seconds":[^,]*,//; s/,"ranks":[0-9]*//' "$1"
-}
-# same_run REF DIR: every checkpoint REF has, DIR has byte for byte; metrics alike
-same_run() {
-    for f in "$1"/*.h5; do
-        [ -L "$f" ] && continue
-        cmp "$f" "$2/$(basename "$f")" || fail "$2: $(basename "$f") differs from $1's"
-    done
-    strip_metrics "$1/metrics.jsonl" >"$T/ma"
-    strip_metrics "$2/metrics.jsonl" >"$T/mb"
-    cmp "$T/ma" "$T/mb" || { diff "$T/ma" "$T/mb" | head; fail "$2: metrics differ from $1's"; }
-}
 # complete DIR [clean]: latest.h5 loads, its digest checked; "clean": and no
 # temporary file is left (a run that was killed may leave one: the next cleans it)
 complete() {
@@ -112,7 +97,7 @@ for m in tutorial bn; do
         start=$(now_ms)
         mh_mpirun $layout ./dpcnn $RUN --model "$m" --checkpoint-dir "$dir" >"$T/same.log" 2>&1 ||
             { cat "$T/same.log"; fail "$m on ${l%?} hosts x ${l#?} failed"; }
-        same_run "$T/ref-$m" "$dir"
+        same_run "$T/ref-$m" "$dir" "*.h5"
         echo "$m, ${l%?} hosts x ${l#?} rank(s)$([ "$l" = 32 ] && echo ", rank 0's private directory"): identical to one process ($(secs $(($(now_ms) - start))) s)"
     done
 done
@@ -182,6 +167,17 @@ not_finished() {
     [ "$(readlink "$1/latest.h5")" != epoch-0004.h5 ] || fail "$1: the fault came too late to test"
 }
 
+# resumed LABEL DIR LAYOUT MODEL: the run in DIR, resumed on LAYOUT, ends on
+# the bits of the uninterrupted one and leaves a clean directory
+resumed() {
+    label=$1 d=$2 layout=$3 m=$4
+    # shellcheck disable=SC2086 # a layout is a list of words
+    mh_mpirun $layout ./dpcnn $RUN --model "$m" --resume "$d" >"$d.resume.log" 2>&1 ||
+        { cat "$d.resume.log"; fail "$label: the resume failed"; }
+    same_run "$T/ref-$m" "$d" "*.h5"
+    complete "$d" clean
+}
+
 # stop_one DIR SECONDS: one rank on h3 stopped (SIGSTOP) mid-epoch: it neither
 # fails nor answers. The others find it silent after --hang-timeout SECONDS
 # ("default": dpcnn's own, 60) and name it and its host.
@@ -231,9 +227,7 @@ while [ "$r" -le "$REPEAT" ]; do
     not_finished "$d"
     complete "$d" clean
     no_leftovers "SIGUSR1"
-    mh_mpirun $L32 ./dpcnn $RUN --resume "$d" >"$d.resume.log" 2>&1 || { cat "$d.resume.log"; fail "SIGUSR1: the resume failed"; }
-    same_run "$T/ref-tutorial" "$d"
-    complete "$d" clean
+    resumed SIGUSR1 "$d" "$L32" tutorial
     echo "SIGUSR1 to mpirun: every rank stopped after step $step, status 75 after $(secs "$TOOK") s; resumed on 3 hosts x 2: identical"
     times_usr1="$times_usr1 $TOOK"
 
@@ -258,9 +252,7 @@ while [ "$r" -le "$REPEAT" ]; do
     mh_heal h3
     not_finished "$d"
     complete "$d"
-    mh_mpirun $L21 ./dpcnn $RUN --model bn --resume "$d" >"$d.resume.log" 2>&1 || { cat "$d.resume.log"; fail "cut: the resume failed"; }
-    same_run "$T/ref-bn" "$d"
-    complete "$d" clean
+    resumed cut "$d" "$L21" bn
     echo "h3 cut off: status $STATUS after $(secs "$TOOK") s ($(grep -o "Remote daemon.*on node h3" "$d.log" | tr -s ' ')), nothing left on any host; resumed on 2 hosts x 1: identical"
     times_cut="$times_cut $TOOK"
 
@@ -278,9 +270,7 @@ while [ "$r" -le "$REPEAT" ]; do
     no_leftovers "kill"
     not_finished "$d"
     complete "$d"
-    mh_mpirun $L22 ./dpcnn $RUN --resume "$d" >"$d.resume.log" 2>&1 || { cat "$d.resume.log"; fail "kill: the resume failed"; }
-    same_run "$T/ref-tutorial" "$d"
-    complete "$d" clean
+    resumed kill "$d" "$L22" tutorial
     echo "h3's processes SIGKILLed: status $STATUS after $(secs "$TOOK") s; resumed on 2 hosts x 2: identical"
     times_kill="$times_kill $TOOK"
     r=$((r + 1))

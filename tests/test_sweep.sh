@@ -116,21 +116,12 @@ same_run "$T/ref/lr=0.005,batch_size=100" "$T/one/lr=0.005,batch_size=100"
 grep -q ',pending,' "$T/one/experiment.csv" || fail "the other runs should be pending"
 
 # Refused command lines: status 2 and a reason, before any work.
-expect2() {
-    needle=$1; shift
-    set +e
-    "$@" >"$T/out" 2>&1
-    got=$?
-    set -e
-    [ "$got" -eq 2 ] || { cat "$T/out"; fail "$*: status $got, not 2"; }
-    grep -qF -- "$needle" "$T/out" || { cat "$T/out"; fail "$*: no '$needle'"; }
-}
-expect2 "expected the experiment's directory" ./dpcnn sweep --lr 0.01
-expect2 "--checkpoint-dir: not in a sweep" ./dpcnn sweep "$T/x" --checkpoint-dir "$T/y"
-expect2 "unknown option '--lrr'" ./dpcnn sweep "$T/x" --lrr 0.1
-expect2 "are the same run" ./dpcnn sweep "$T/x" --lr 0.01 --lr 0.010
-expect2 "holds a run already: add --resume" ./dpcnn sweep "$T/grid" $GRID $RUN
-expect2 "--group-size 3 does not divide the 4 ranks" mpirun -np 4 ./dpcnn sweep "$T/x" $GRID $RUN --group-size 3
-expect2 "--index 4: the experiment has 4 runs" ./dpcnn sweep "$T/x" $GRID --index 4
-expect2 "also on the command line" ./dpcnn sweep "$T/x" --runs "$T/runs.txt" --lr 0.1
+expect_status 2 "expected the experiment's directory" ./dpcnn sweep --lr 0.01
+expect_status 2 "--checkpoint-dir: not in a sweep" ./dpcnn sweep "$T/x" --checkpoint-dir "$T/y"
+expect_status 2 "unknown option '--lrr'" ./dpcnn sweep "$T/x" --lrr 0.1
+expect_status 2 "are the same run" ./dpcnn sweep "$T/x" --lr 0.01 --lr 0.010
+expect_status 2 "holds a run already: add --resume" ./dpcnn sweep "$T/grid" $GRID $RUN
+expect_status 2 "--group-size 3 does not divide the 4 ranks" mpirun -np 4 ./dpcnn sweep "$T/x" $GRID $RUN --group-size 3
+expect_status 2 "--index 4: the experiment has 4 runs" ./dpcnn sweep "$T/x" $GRID --index 4
+expect_status 2 "also on the command line" ./dpcnn sweep "$T/x" --runs "$T/runs.txt" --lr 0.1
 echo "test_sweep: all passed"
