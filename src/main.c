@@ -67,7 +67,6 @@ static int launched(void)
 int main(int argc, char **argv)
 {
     runtime_mark_start();
-    runtime_blas_single();
     /* dpcnn trains; dpcnn evaluate CHECKPOINT evaluates; dpcnn sweep DIR
      * trains an experiment's runs. Training takes a stop signal as a request
      * to checkpoint and stop from the first instant; evaluation has nothing
@@ -76,6 +75,9 @@ int main(int argc, char **argv)
     const int sweeping = argc > 1 && strcmp(argv[1], "sweep") == 0;
     if (!evaluating)
         stop_install();
+    /* after the handlers: stopping OpenBLAS's threads joins them, which can
+     * take long enough for an early SIGTERM to land first */
+    runtime_blas_single();
     /* Parse first, so a usage error or --help needs no MPI at all. */
     const int speak = launcher_rank() == 0;
     TrainConfig train;
