@@ -5,7 +5,8 @@
  * hardware one on millions of operands, the hard cases included; and the
  * winners-only convolution backward and the max-pool, whose paths are
  * written apart, bit for bit on every path and every one of their shape
- * classes. */
+ * classes; and Adam's update, whose vector paths take blocks with subnormal
+ * and tiny values through double arithmetic, against the plain float one. */
 #include "config.h"
 
 #include <float.h>
@@ -20,6 +21,7 @@
 
 #include <cmocka.h>
 
+#include "dpcnn/adam.h"
 #include "dpcnn/gemm.h"
 #include "dpcnn/isa.h"
 #include "dpcnn/layers.h"
@@ -277,6 +279,76 @@ static void test_pool_paths(void **state)
            "winners\n", shapes);
 }
 
+/* A value for Adam's state or gradient, of every class the update meets: zeros
+ * of both signs, subnormals, tiny normals, and the usual magnitudes. */
+static float adam_value(Rng *r, int nonneg)
+{
+    const uint32_t k = (uint32_t)rng_below(r, 6), sign = nonneg ? 0 : (uint32_t)rng_below(r, 2);
+    uint32_t bits;
+    switch (k) {
+    case 0: bits = 0; break;
+    case 1: bits = 1 + (uint32_t)rng_below(r, (1u << 23) - 1); break;    /* subnormal */
+    case 2: bits = (1 + (uint32_t)rng_below(r, 30)) << 23 | (uint32_t)rng_below(r, 1u << 23); break;
+    case 3: bits = (uint32_t)(127 - 60 + rng_below(r, 10)) << 23 | (uint32_t)rng_below(r, 1u << 23); break;
+    default: bits = (uint32_t)(127 - 20 + rng_below(r, 22)) << 23 | (uint32_t)rng_below(r, 1u << 23); break;
+    }
+    return bits_float(bits | sign << 31);
+}
+
+/* Adam on every path from the same state, a few steps and learning rates
+ * (one so small that the steps themselves are subnormal): params, m and v
+ * byte for byte. The blocks of 16 take turns: usual magnitudes only (the
+ * float route of the vector paths); m's of every class with usual v's and
+ * g's, a third of them 0 (m's chain in double); values of every class (all
+ * in double). 7 elements are left over past the last block. */
+static void test_adam_paths(void **state)
+{
+    (void)state;
+    enum { N = 16 * 256 + 7 };
+    static const char *const names[3] = {"generic", "avx2", "avx512"};
+    Rng r;
+    rng_init(&r, 7, 0, 0);
+    static float p0[N], m0[N], v0[N], g[N], p[3][N], m[3][N], v[3][N];
+    for (size_t i = 0; i < N; i++) {
+        const int kind = (int)(i / 16) % 3, usual_vg = kind < 2;
+        p0[i] = (rng_uniform(&r) - 0.5f) * 0.2f;
+        m0[i] = kind == 0 ? (rng_uniform(&r) - 0.5f) * 1e-2f : adam_value(&r, 0);
+        v0[i] = usual_vg ? rng_uniform(&r) * 1e-4f : adam_value(&r, 1);
+        g[i] = !usual_vg ? adam_value(&r, 0)
+               : kind == 1 && i % 3 == 0 ? 0.0f : (rng_uniform(&r) - 0.5f) * 1e-1f;
+    }
+    const double lrs[3] = {0.01, 1e-3, 1e-37};
+    int paths = 0, subnormal = 0;
+    for (int q = 0; q < 3; q++) {
+        if (!isa_supported((Isa)q))
+            continue;
+        setenv("DPCNN_ISA", names[q], 1);
+        assert_int_equal(isa_select_again(), 0);
+        memcpy(p[q], p0, sizeof p0);
+        memcpy(m[q], m0, sizeof m0);
+        memcpy(v[q], v0, sizeof v0);
+        for (int l = 0; l < 3; l++)
+            for (int64_t step = 1; step <= 3; step++) {
+                const AdamConfig ac = {lrs[l], 0.9, 0.999, 1e-8};
+                adam_step(p[q], m[q], v[q], g, N, &ac, step + 1000 * l);
+            }
+        if (q > 0) {
+            assert_memory_equal(p[q], p[0], sizeof p0);
+            assert_memory_equal(m[q], m[0], sizeof m0);
+            assert_memory_equal(v[q], v[0], sizeof v0);
+        }
+        paths++;
+    }
+    for (size_t i = 0; i < N; i++)
+        subnormal += m[0][i] != 0 && fabsf(m[0][i]) < FLT_MIN;
+    assert_true(subnormal > 100); /* the rounding to subnormals was compared */
+    assert_true(memcmp(p[0], p0, sizeof p0) != 0);
+    unsetenv("DPCNN_ISA");
+    assert_int_equal(isa_select_again(), 0);
+    printf("  Adam, %d elements with zeros, subnormals and tiny values (%d subnormal m's at the "
+           "end): %d paths agree\n", N, subnormal, paths);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -284,6 +356,7 @@ int main(void)
         cmocka_unit_test(test_gemm_paths),
         cmocka_unit_test(test_conv_pool_paths),
         cmocka_unit_test(test_pool_paths),
+        cmocka_unit_test(test_adam_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
