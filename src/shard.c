@@ -230,9 +230,9 @@ void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d)
             const int b = (x->scount[r] + x->rounds - 1) / x->rounds;
             const int lo = t * b < x->scount[r] ? t * b : x->scount[r];
             const int hi = lo + b < x->scount[r] ? lo + b : x->scount[r];
-            x->round_scount[r] = hi - lo;
+            x->round_scount[r] = r == me ? 0 : hi - lo;
             x->round_sdispl[r] = at;
-            for (int j = lo; j < hi; j++, at++) {
+            for (int j = lo; j < hi && r != me; j++, at++) {
                 const size_t i = x->order[x->sdispl[r] + j];
                 uint8_t *rec = x->sendbuf + (size_t)at * REC;
                 memcpy(rec, mine->images + (i - mine->first) * PIX, PIX);
@@ -243,17 +243,25 @@ void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d)
             const int b = (x->rcount[r] + x->rounds - 1) / x->rounds;
             const int lo = t * b < x->rcount[r] ? t * b : x->rcount[r];
             const int hi = lo + b < x->rcount[r] ? lo + b : x->rcount[r];
-            x->round_rcount[r] = hi - lo;
+            x->round_rcount[r] = r == me ? 0 : hi - lo;
             x->round_rdispl[r] = x->rdispl[r] + lo;
         }
         dist_alltoallv(d, x->sendbuf, x->round_scount, x->round_sdispl, x->recvbuf,
                        x->round_rcount, x->round_rdispl, REC);
     }
     /* Senders packed in epoch order, so each source's records arrive in the
-     * order this rank needs them: walk the positions, taking the next from each. */
+     * order this rank needs them: walk the positions, taking the next from
+     * each. What this rank holds itself never went through the buffers (at
+     * np = 2 that was half the epoch's copying): it trains on it in place. */
     memcpy(x->cursor, x->rdispl, sizeof(int) * P);
     for (size_t k = 0; k < x->count; k++) {
-        int src = part_owner(s->n, P, perm[x->positions[k]]);
+        const size_t i = perm[x->positions[k]];
+        const int src = part_owner(s->n, P, i);
+        if (src == me) {
+            x->sample[k] = mine->images + (i - mine->first) * PIX;
+            x->label[k] = mine->labels[i - mine->first];
+            continue;
+        }
         const uint8_t *rec = x->recvbuf + (size_t)x->cursor[src]++ * REC;
         x->sample[k] = rec;
         x->label[k] = rec[PIX];
