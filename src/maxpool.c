@@ -137,14 +137,6 @@ take8(__m256 *best, __m256i *at, __m256 v, __m256i where)
         _mm256_blendv_ps(_mm256_castsi256_ps(*at), _mm256_castsi256_ps(where), m));
 }
 
-/* columns 0, 2, ..., 14 (odd = 0) or 1, 3, ..., 15 (odd = 1) of a and b */
-static inline TARGET_AVX2 __attribute__((always_inline)) __m256 columns(__m256 a, __m256 b, int odd)
-{
-    const __m256 s = odd ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))
-                         : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
-    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
-}
-
 static TARGET_AVX2 void planes_avx2(float *y, int32_t *arg, const float *x, size_t planes,
                                     size_t xp, int ld, int W, int OH, int OW, int relu)
 {

@@ -22,6 +22,7 @@ typedef enum {
     S_CONV,      /* Conv2d */
     S_CONV_POOL, /* Conv2d, ReLU, MaxPool2d: backward over the winners only */
     S_RELU_POOL, /* ReLU, MaxPool2d: one pass */
+    S_RELU_AVG,  /* ReLU, AvgPool2d (windows not overlapping): one pass */
     S_MAXPOOL,
     S_AVGPOOL,
     S_RELU,
@@ -89,6 +90,11 @@ static int plan(const Net *net, Step *steps)
         case LAYER_RELU:
             if (next == LAYER_MAXPOOL2D) {
                 s->kind = S_RELU_POOL;
+                s->span = 2;
+                s->pool = pool_of(&net->layers[i + 1]);
+            } else if (next == LAYER_AVGPOOL2D &&
+                       net->layers[i + 1].kernel == net->layers[i + 1].stride) {
+                s->kind = S_RELU_AVG;
                 s->span = 2;
                 s->pool = pool_of(&net->layers[i + 1]);
             } else {
@@ -349,6 +355,7 @@ static void step_forward_once(Workspace *ws, const Step *s, const float *params,
     case S_MAXPOOL:
         maxpool_forward(y, ws->arg[last] + (size_t)s0 * s->out_count, x, n, &s->pool);
         break;
+    case S_RELU_AVG: relu_avgpool_forward(y, x, n, &s->pool); break;
     case S_AVGPOOL: avgpool_forward(y, x, n, &s->pool); break;
     case S_RELU: relu_forward(y, x, (size_t)n * s->in_count); break;
     case S_FLATTEN: break; /* a view */
@@ -452,6 +459,7 @@ void model_backward(float *grads, Workspace *ws, const float *params, const uint
             break;
         case S_RELU_POOL: relu_maxpool_backward(dx, dy, y, ws->arg[last], n, &s->pool); break;
         case S_MAXPOOL: maxpool_backward(dx, dy, ws->arg[last], n, &s->pool); break;
+        case S_RELU_AVG: relu_avgpool_backward(dx, dy, x, n, &s->pool); break;
         case S_AVGPOOL: avgpool_backward(dx, dy, n, &s->pool); break;
         case S_RELU: relu_backward(dx, dy, y, (size_t)n * s->in_count); break;
         case S_FLATTEN: break; /* the same memory */

@@ -5,7 +5,7 @@
  * hardware one on millions of operands, the hard cases included; and the
  * winners-only convolution backward and the max-pool, whose paths are
  * written apart, bit for bit on every path and every one of their shape
- * classes; and Adam's update, whose vector paths take blocks with subnormal
+ * classes; the fused ReLU + average pool against the two layers; and Adam's update, whose vector paths take blocks with subnormal
  * and tiny values through double arithmetic, against the plain float one. */
 #include "config.h"
 
@@ -349,6 +349,73 @@ static void test_adam_paths(void **state)
            "end): %d paths agree\n", N, subnormal, paths);
 }
 
+/* ReLU + average pool, fused, on every path against relu_forward then
+ * avgpool_forward (and their backward passes through a zeroed gradient) on
+ * the plain C path: byte for byte, on 2x2 windows with rows of 1 to 35
+ * windows (more than one vector's worth, with tails; odd widths leave a
+ * column out) and on 3x3 ones, with zeros of both signs, NaNs and negatives;
+ * dx starts non-zero, so the backward pass is seen to add. */
+static void test_relu_avgpool_paths(void **state)
+{
+    (void)state;
+    Rng r;
+    rng_init(&r, 8, 0, 0);
+    static const char *const names[3] = {"generic", "avx2", "avx512"};
+    int shapes = 0;
+    for (int K = 2; K <= 3; K++)
+        for (int W = K; W <= 71; W += 4 + K) {
+            const int H = K == 2 ? 5 + W % 4 : 7;
+            PoolShape ps = {.C = 2, .H = H, .W = W, .K = K, .S = K};
+            assert_int_equal(pool_shape(&ps), 0);
+            const int n = 2;
+            const size_t nx = (size_t)n * 2 * H * W, ny = (size_t)n * 2 * ps.OH * ps.OW;
+            float *x = malloc(sizeof(float) * nx), *dy = malloc(sizeof(float) * ny);
+            float *relu = malloc(sizeof(float) * nx), *tmp = malloc(sizeof(float) * nx);
+            float *y[3], *dx[3];
+            for (size_t i = 0; i < nx; i++) {
+                const uint32_t k = (uint32_t)rng_below(&r, 30);
+                x[i] = k == 0 ? NAN : k == 1 ? -0.0f : k == 2 ? 0.0f : rng_uniform(&r) - 0.5f;
+            }
+            for (size_t i = 0; i < ny; i++)
+                dy[i] = i % 11 == 0 ? -0.0f : rng_uniform(&r) - 0.5f;
+            for (int p = 0; p < 3; p++) {
+                y[p] = malloc(sizeof(float) * ny);
+                dx[p] = malloc(sizeof(float) * nx);
+                for (size_t i = 0; i < nx; i++)
+                    dx[p][i] = 0.125f + (float)(i % 5) * 0.25f;
+            }
+            /* the reference: the two layers apart, plain C */
+            setenv("DPCNN_ISA", "generic", 1);
+            assert_int_equal(isa_select_again(), 0);
+            float *want_y = malloc(sizeof(float) * ny), *want_dx = malloc(sizeof(float) * nx);
+            relu_forward(relu, x, nx);
+            avgpool_forward(want_y, relu, n, &ps);
+            memset(tmp, 0, sizeof(float) * nx);
+            avgpool_backward(tmp, dy, n, &ps);
+            memcpy(want_dx, dx[0], sizeof(float) * nx);
+            relu_backward(want_dx, tmp, relu, nx);
+            for (int p = 0; p < 3; p++) {
+                if (!isa_supported((Isa)p))
+                    continue;
+                setenv("DPCNN_ISA", names[p], 1);
+                assert_int_equal(isa_select_again(), 0);
+                relu_avgpool_forward(y[p], x, n, &ps);
+                relu_avgpool_backward(dx[p], dy, x, n, &ps);
+                assert_memory_equal(y[p], want_y, sizeof(float) * ny);
+                assert_memory_equal(dx[p], want_dx, sizeof(float) * nx);
+            }
+            for (int p = 0; p < 3; p++) {
+                free(y[p]);
+                free(dx[p]);
+            }
+            free(x); free(dy); free(relu); free(tmp); free(want_y); free(want_dx);
+            shapes++;
+        }
+    unsetenv("DPCNN_ISA");
+    assert_int_equal(isa_select_again(), 0);
+    printf("  %d shapes, ReLU + average pool: every path gives the two layers' bits\n", shapes);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -357,6 +424,7 @@ int main(void)
         cmocka_unit_test(test_conv_pool_paths),
         cmocka_unit_test(test_pool_paths),
         cmocka_unit_test(test_adam_paths),
+        cmocka_unit_test(test_relu_avgpool_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,4 +1,4 @@
-/* Lane masks for the vector paths: the first n lanes of a vector, n clipped
+/* Lane masks (and the AVX2 column split) for the vector paths: the first n lanes of a vector, n clipped
  * to [0, width]. Column tails, kernel rows and list ends are all masked so:
  * a masked lane is never read or written. Each is compiled for its own
  * instruction set and inlines into kernels compiled for more. */
@@ -17,6 +17,18 @@ static inline __attribute__((target("avx512f"))) __mmask16 lanes16(int n)
 static inline __attribute__((target("avx2"))) __m256i lanes8(int n)
 {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* AVX2: columns 0, 2, ..., 14 (odd = 0) or 1, 3, ..., 15 (odd = 1) of the 16
+ * floats in a, b (a row's 2x2 windows apart: AVX2 has no two-register
+ * permute, so a shuffle within each 128-bit half, then a swap of the middle
+ * 64-bit pieces) */
+static inline __attribute__((target("avx2"), always_inline)) __m256 columns(__m256 a, __m256 b,
+                                                                             int odd)
+{
+    const __m256 s = odd ? _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))
+                         : _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(s), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
 #endif
