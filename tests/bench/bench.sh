@@ -18,6 +18,7 @@
 #     step by step, as a fraction of it (bench_model), on each path;
 #   evaluation of the 10,000 test images and start-up to the first step (the
 #     dpcnn runs' own figures, medians), with where start-up goes;
+#   four epochs of the tutorial, each epoch's throughput (dpcnn, before, PyTorch);
 #   peak RSS per rank at mpirun -np 4, and PyTorch's for the same training;
 #   a family of wider networks, native kernels against OpenBLAS's.
 #
@@ -133,6 +134,24 @@ echo "  of which, in the last round: $(tail -n 1 "$dir/startup" | cut -d' ' -f2-
 w0=$(date +%s%N)
 ./dpcnn --epochs 0 --checkpoint-dir "$dir/e0" >"$dir/e0.log" 2>&1
 echo "  dpcnn --epochs 0, whole process: $(( ($(date +%s%N) - w0) / 1000000 )) ms of wall time"
+
+echo
+echo "== later epochs: tutorial, 1 thread, samples per second in each of 4 epochs (once each)"
+# Units that stop firing leave Adam's state subnormal after an epoch or so;
+# the rounds above time the first epoch only.
+epochs4() { grep '"type":"epoch"' "$1" | sed -n 's/.*samples_per_second":\([0-9.]*\).*/\1/p' |
+    awk '{printf " %.0f", $1}'; }
+rm -rf "$dir/e4"
+./dpcnn --epochs 4 --threads 1 --checkpoint-dir "$dir/e4" >"$dir/e4.log" 2>&1
+echo "dpcnn:  $(epochs4 "$dir/e4/metrics.jsonl")"
+if [ -n "$base" ]; then
+    rm -rf "$dir/e4b"
+    "$base/dpcnn" --epochs 4 --threads 1 --checkpoint-dir "$dir/e4b" >"$dir/e4b.log" 2>&1
+    echo "before: $(epochs4 "$dir/e4b/metrics.jsonl")"
+fi
+OPENBLAS_NUM_THREADS=1 /usr/bin/python3 "$here/pytorch_reference.py" --epochs 4 --threads 1 \
+    >"$dir/pt4.log" 2>&1
+echo "PyTorch:$(sed -n 's/^epoch .*samples_per_second=\([0-9.]*\).*/\1/p' "$dir/pt4.log" | awk '{printf " %.0f", $1}')"
 
 echo
 echo "== peak resident memory"
