@@ -90,6 +90,21 @@ static inline __attribute__((always_inline)) d8 splat(double x)
     return (d8){x, x, x, x, x, x, x, x};
 }
 
+/* Eight floats from src as doubles (exact), and eight doubles that hold
+ * floats back to dst (exact too). */
+static inline __attribute__((always_inline)) d8 widen(const float *src)
+{
+    f8 f;
+    memcpy(&f, src, sizeof f);
+    return __builtin_convertvector(f, d8);
+}
+
+static inline __attribute__((always_inline)) void narrow(float *dst, d8 x)
+{
+    const f8 f = __builtin_convertvector(x, f8);
+    memcpy(dst, &f, sizeof f);
+}
+
 /* One block in double; R rounds every lane to float and back, S is the
  * square root. Each line is the float line of update() above. */
 static inline __attribute__((always_inline)) void
@@ -99,24 +114,13 @@ block_in_double(float *restrict p, float *restrict m, float *restrict v, const f
     const d8 b1 = splat(k.b1), b2 = splat(k.b2), a1 = splat(k.a1), a2 = splat(k.a2);
     const d8 step = splat(k.step_size), c2 = splat(k.bc2_sqrt), eps = splat(k.eps);
     for (int h = 0; h < BLOCK; h += 8) {
-        f8 fp, fm, fv, fg;
-        memcpy(&fp, p + h, sizeof fp);
-        memcpy(&fm, m + h, sizeof fm);
-        memcpy(&fv, v + h, sizeof fv);
-        memcpy(&fg, g + h, sizeof fg);
-        const d8 G = __builtin_convertvector(fg, d8);
-        d8 M = __builtin_convertvector(fm, d8), V = __builtin_convertvector(fv, d8);
-        d8 P = __builtin_convertvector(fp, d8);
-        M = R(R(M * b1) + R(a1 * G));
-        V = R(R(V * b2) + R(R(a2 * G) * G));
+        const d8 G = widen(g + h);
+        const d8 M = R(R(widen(m + h) * b1) + R(a1 * G));
+        const d8 V = R(R(widen(v + h) * b2) + R(R(a2 * G) * G));
         const d8 denom = R(R(R(S(V)) / c2) + eps);
-        P = R(P - R(step * R(M / denom)));
-        fp = __builtin_convertvector(P, f8); /* exact: P holds floats */
-        fm = __builtin_convertvector(M, f8);
-        fv = __builtin_convertvector(V, f8);
-        memcpy(p + h, &fp, sizeof fp);
-        memcpy(m + h, &fm, sizeof fm);
-        memcpy(v + h, &fv, sizeof fv);
+        narrow(p + h, R(widen(p + h) - R(step * R(M / denom))));
+        narrow(m + h, M);
+        narrow(v + h, V);
     }
 }
 
@@ -136,18 +140,13 @@ block_m_in_double(float *restrict p, float *restrict m, float *restrict v, const
     }
     const d8 b1 = splat(k.b1), step = splat(k.step_size);
     for (int h = 0; h < BLOCK; h += 8) {
-        f8 fp, fm, ft, fd;
+        const d8 M = R(R(widen(m + h) * b1) + widen(t + h));
+        const d8 S = R(step * R(M / widen(denom + h)));
+        f8 fp;
         memcpy(&fp, p + h, sizeof fp);
-        memcpy(&fm, m + h, sizeof fm);
-        memcpy(&ft, t + h, sizeof ft);
-        memcpy(&fd, denom + h, sizeof fd);
-        d8 M = __builtin_convertvector(fm, d8);
-        M = R(R(M * b1) + __builtin_convertvector(ft, d8));
-        const d8 S = R(step * R(M / __builtin_convertvector(fd, d8)));
-        fm = __builtin_convertvector(M, f8);
         fp = fp - __builtin_convertvector(S, f8); /* a float subtraction */
         memcpy(p + h, &fp, sizeof fp);
-        memcpy(m + h, &fm, sizeof fm);
+        narrow(m + h, M);
     }
 }
 
