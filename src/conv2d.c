@@ -256,7 +256,9 @@ void conv_im2col(float *col, const float *x, const ConvShape *c)
 /* dx_s += col2im(dcol_s): the adjoint of im2col. */
 void conv_col2im_add(float *dx, const float *dcol, const ConvShape *c)
 {
-    if (c->S == 1 && c->P == 0) {
+    if (c->S == 1 && c->P == 0 && c->W <= 16 && isa_current() == ISA_AVX512) {
+        col2im_rows(dx, dcol, c);
+    } else if (c->S == 1 && c->P == 0) {
         if (c->K == 5)
             col2im_dense(dx, dcol, c->C, c->H, c->W, 5, c->OH, c->OW);
         else if (c->K == 3)
@@ -526,27 +528,39 @@ void conv2d_backward(float *dx, float *dw, float *db, float *scratch, const floa
     cp.P = 0;
     if (c->P > 0)
         memset(pad, 0, sizeof(float) * (size_t)c->C * Hp * Wp);
+    /* 12 to 16 filters on AVX-512: dw with the filters in the lanes, from the
+     * input in place (conv_back512.c), its sums in colT's room across the samples */
+    const int lanes = isa_current() == ISA_AVX512 && c->S == 1 && F >= 12 && F <= 16 &&
+                      (c->K == 5 || c->K == 3) && (size_t)16 * ((size_t)R + NP) <= big;
+    float *dwT = colT, *dyT = colT + (size_t)16 * R;
+    if (lanes)
+        dw_lanes_load(dwT, dw, F, R);
     for (int s = 0; s < n; s++) {
         const float *dy_s = dy + (size_t)s * F * NP;
         if (db)
             bias_sums(db, dy_s, F, NP);
+        const float *xs = x + (size_t)s * in;
         if (c->P > 0) {
-            const float *xs = x + (size_t)s * in;
             for (int ch = 0; ch < c->C; ch++)
                 for (int i = 0; i < c->H; i++)
                     memcpy(pad + ((size_t)ch * Hp + i + c->P) * Wp + c->P,
                            xs + ((size_t)ch * c->H + i) * c->W, sizeof(float) * (size_t)c->W);
-            conv_im2col_transposed(colT, pad, &cp);
-        } else {
-            conv_im2col_transposed(colT, x + (size_t)s * in, c);
+            xs = pad;
         }
-        gemm_acc(F, R, NP, dy_s, NP, 1, colT, NULL, R, dw, R);
+        if (lanes) {
+            dw_lanes(dwT, dyT, dy_s, xs, F, c->C, Hp, Wp, c->OH, c->OW, c->K);
+        } else {
+            conv_im2col_transposed(colT, xs, c->P > 0 ? &cp : c);
+            gemm_acc(F, R, NP, dy_s, NP, 1, colT, NULL, R, dw, R);
+        }
         if (!dx)
             continue;
         memset(work, 0, sizeof(float) * (size_t)R * NP);
         gemm_acc(R, NP, F, w, 1, R, dy_s, NULL, NP, work, NP);
         conv_col2im_add(dx + (size_t)s * in, work, c);
     }
+    if (lanes)
+        dw_lanes_store(dw, dwT, F, R);
 }
 
 /* The references loop over the definition; input positions in the padding are

@@ -5,7 +5,7 @@
  * hardware one on millions of operands, the hard cases included; and the
  * winners-only convolution backward and the max-pool, whose paths are
  * written apart, bit for bit on every path and every one of their shape
- * classes; the fused ReLU + average pool against the two layers; and Adam's update, whose vector paths take blocks with subnormal
+ * classes; the dense convolution's routes; the fused ReLU + average pool against the two layers; and Adam's update, whose vector paths take blocks with subnormal
  * and tiny values through double arithmetic, against the plain float one. */
 #include "config.h"
 
@@ -416,12 +416,86 @@ static void test_relu_avgpool_paths(void **state)
     printf("  %d shapes, ReLU + average pool: every path gives the two layers' bits\n", shapes);
 }
 
+/* conv2d_forward and conv2d_backward (the dense route) on every path from
+ * the same inputs: y, dx, dw and db byte for byte, dw and dx starting from
+ * what a micro-batch left (+0 for dx, as the trainer's). The shapes reach
+ * each route: the wide forward against im2col on either side of its bound,
+ * dw with the filters in the lanes (12 to 16 filters, K = 5 and 3, with
+ * padding) and through the product, and col2im on rows up to 16 wide and
+ * wider. */
+static void conv_paths_case(int n, int C, int H, int W, int F, int K, int P, int want_dx)
+{
+    ConvShape cs = {.C = C, .H = H, .W = W, .F = F, .K = K, .S = 1, .P = P};
+    assert_int_equal(conv_shape(&cs), 0);
+    const size_t nx = (size_t)n * C * H * W, nw = (size_t)F * C * K * K;
+    const size_t ny = (size_t)n * F * cs.OH * cs.OW;
+    Rng r;
+    rng_init(&r, 9, (uint64_t)(C * 100 + K), (uint64_t)(H * 1000 + F));
+    float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw);
+    float *b = malloc(sizeof(float) * F), *dy = malloc(sizeof(float) * ny);
+    const size_t nscratch = conv2d_backward_floats(&cs) > conv2d_forward_floats(&cs)
+                                ? conv2d_backward_floats(&cs) : conv2d_forward_floats(&cs);
+    float *scratch = malloc(sizeof(float) * nscratch);
+    for (size_t i = 0; i < nx; i++)
+        x[i] = i % 19 == 0 ? -0.0f : rng_uniform(&r) - 0.5f;
+    for (size_t i = 0; i < nw; i++)
+        w[i] = rng_uniform(&r) - 0.5f;
+    for (int i = 0; i < F; i++)
+        b[i] = rng_uniform(&r) - 0.5f;
+    for (size_t i = 0; i < ny; i++) /* zeros among the gradients, as a ReLU leaves */
+        dy[i] = i % 7 == 0 ? 0.0f : rng_uniform(&r) - 0.5f;
+    static const char *const names[3] = {"generic", "avx2", "avx512"};
+    float *out[3];
+    const size_t nout = ny + nx + nw + (size_t)F;
+    int paths = 0;
+    for (int p = 0; p < 3; p++) {
+        out[p] = malloc(sizeof(float) * nout);
+        memset(out[p], 0, sizeof(float) * (ny + nx));
+        for (size_t i = ny + nx; i < nout; i++)
+            out[p][i] = 0.25f + (float)(i % 7) * 0.125f;
+        if (!isa_supported((Isa)p))
+            continue;
+        setenv("DPCNN_ISA", names[p], 1);
+        assert_int_equal(isa_select_again(), 0);
+        conv2d_forward(out[p], scratch, x, w, b, n, &cs);
+        conv2d_backward(want_dx ? out[p] + ny : NULL, out[p] + ny + nx, out[p] + ny + nx + nw,
+                        scratch, dy, x, w, n, &cs);
+        if (p > 0)
+            assert_memory_equal(out[p], out[0], sizeof(float) * nout);
+        paths++;
+    }
+    int moved = 0; /* the weight gradient moved: not a comparison of untouched buffers */
+    for (size_t i = 0; i < nw; i++)
+        moved += out[0][ny + nx + i] != 0.25f + (float)((ny + nx + i) % 7) * 0.125f;
+    assert_true(moved > 0);
+    printf("  n=%d C=%d %dx%d F=%d K=%d P=%d%s: %d paths agree\n", n, C, H, W, F, K, P,
+           want_dx ? "" : ", no dx", paths);
+    for (int p = 0; p < 3; p++)
+        free(out[p]);
+    free(x); free(w); free(b); free(dy); free(scratch);
+}
+
+static void test_conv_paths(void **state)
+{
+    (void)state;
+    conv_paths_case(3, 1, 28, 28, 6, 5, 2, 0);  /* LeNet-5's first layer */
+    conv_paths_case(3, 6, 14, 14, 16, 5, 0, 1); /* and its second: lanes, col2im in rows */
+    conv_paths_case(2, 3, 9, 9, 12, 3, 0, 1);   /* 12 filters, K = 3 */
+    conv_paths_case(2, 2, 11, 11, 13, 5, 1, 1); /* dw in lanes with padding */
+    conv_paths_case(2, 2, 20, 20, 14, 5, 0, 1); /* rows wider than 16 */
+    conv_paths_case(2, 4, 12, 12, 12, 5, 0, 1); /* the tutorial's second: unrolled forward */
+    conv_paths_case(2, 2, 10, 10, 17, 3, 0, 1); /* more filters than lanes */
+    unsetenv("DPCNN_ISA");
+    assert_int_equal(isa_select_again(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fma_exact),
         cmocka_unit_test(test_gemm_paths),
         cmocka_unit_test(test_conv_pool_paths),
+        cmocka_unit_test(test_conv_paths),
         cmocka_unit_test(test_pool_paths),
         cmocka_unit_test(test_adam_paths),
         cmocka_unit_test(test_relu_avgpool_paths),

@@ -48,6 +48,17 @@ void conv2d_forward_blas(float *y, float *scratch, const float *x, const float *
 /* dw += ..., db += ... (db may be NULL), dx += ... (dx may be NULL). */
 void conv2d_backward(float *dx, float *dw, float *db, float *scratch, const float *dy,
                      const float *x, const float *w, int n, const ConvShape *c);
+/* conv2d_backward's weight gradient on AVX-512 with the filters (F <= 16) in
+ * the lanes, stride 1, K = 3 or 5 (conv_back512.c): dwT[r][f] holds dw[f][r]
+ * while a call's samples run (load, one dw_lanes per sample on its (padded)
+ * Hx x Wx input planes, store); dyT has room for 16 * OH*OW floats. */
+void dw_lanes_load(float *dwT, const float *dw, int F, int R);
+void dw_lanes_store(float *dw, const float *dwT, int F, int R);
+void dw_lanes(float *dwT, float *dyT, const float *dy, const float *x, int F, int C, int Hx, int Wx,
+              int OH, int OW, int K);
+/* dx += col2im(dcol) on AVX-512 for stride 1, no padding, W <= 16 and a dx
+ * that holds no -0 (conv_back512.c): conv_col2im_add's bits. */
+void col2im_rows(float *dx, const float *dcol, const ConvShape *c);
 void conv2d_backward_blas(float *dx, float *dw, float *db, float *scratch, const float *dy,
                           const float *x, const float *w, int n, const ConvShape *c);
 /* One sample unrolled: col[(c,p,q)][(i,j)] = x[c, i*S+p-P, j*S+q-P] (zero in the
