@@ -9,6 +9,8 @@
  * nothing. */
 #include "config.h"
 
+#include <string.h>
+
 #include "dpcnn/error.h"
 #include "dpcnn/isa.h"
 #include "dpcnn/lanes.h"
@@ -101,8 +103,11 @@ void avgpool_backward(float *dx, const float *dy, int n, const PoolShape *p)
  * v < 0 ? 0 : v, from 0, then the division: the sum relu_forward and
  * avgpool_forward form. Backward, windows not overlapping: the pool's pass
  * would leave 0 + dy/(K*K) in each of the window's elements of a zeroed
- * gradient (0 + q is q but for a -0, which turns +0), and the ReLU's pass adds
- * that to dx where x > 0 and +0 elsewhere; here the same sums at once. The
+ * gradient (0 + q is q but for a -0, which turns +0), and the ReLU's pass
+ * would add that to a zeroed dx where x > 0 and +0 elsewhere, leaving
+ * x > 0 ? q : +0 (q is never -0); here that is written straight into dx, and
+ * +0 where no window reaches (the last row or column the floor rule drops),
+ * so dx needs no zeroing before (model.c does not zero it). The
  * 2x2 case is written out so that the compiler vectorises it across the
  * windows of a row, with the path's registers (one build per path). */
 static inline __attribute__((always_inline)) float relu1(float v)
@@ -154,15 +159,15 @@ relu_avg_backward(float *restrict dx, const float *restrict dy, const float *res
                 if (K == 2) {
                     for (int j = 0; j < OW; j++) {
                         const float q = 0.0f + g[j] / div;
-                        d[2 * j] += xr[2 * j] > 0.0f ? q : 0.0f;
-                        d[2 * j + 1] += xr[2 * j + 1] > 0.0f ? q : 0.0f;
+                        d[2 * j] = xr[2 * j] > 0.0f ? q : 0.0f;
+                        d[2 * j + 1] = xr[2 * j + 1] > 0.0f ? q : 0.0f;
                     }
                     continue;
                 }
                 for (int j = 0; j < OW; j++) {
                     const float q = 0.0f + g[j] / div;
                     for (int b = 0; b < K; b++)
-                        d[j * K + b] += xr[j * K + b] > 0.0f ? q : 0.0f;
+                        d[j * K + b] = xr[j * K + b] > 0.0f ? q : 0.0f;
                 }
             }
         }
@@ -202,8 +207,8 @@ BACKWARD(avx512, AVX512)
  * code. Forward, sixteen windows of a row pair at once, even and odd columns
  * pulled apart by two-register permutes as in maxpool.c, the four ReLU'd
  * terms summed in the scan order from 0. Backward, eight windows (sixteen
- * columns) at once, each quotient doubled into its two columns by a permute;
- * where x <= 0 the lane adds +0, as the ReLU's pass does. */
+ * columns) at once, each quotient doubled into its two columns by a permute,
+ * +0 where x <= 0. */
 #define TARGET_512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
 
 static inline TARGET_512 __attribute__((always_inline)) __m512 relu16(__m512 v)
@@ -258,8 +263,7 @@ static TARGET_512 void relu_avg2_backward_avx512(float *dx, const float *dy, con
                     float *d = dx + row + (size_t)a * W + 2 * j0;
                     const __m512 xv = _mm512_maskz_loadu_ps(k, x + row + (size_t)a * W + 2 * j0);
                     const __mmask16 pass = _mm512_cmp_ps_mask(xv, zero, _CMP_GT_OQ);
-                    const __m512 dv = _mm512_maskz_loadu_ps(k, d);
-                    _mm512_mask_storeu_ps(d, k, _mm512_add_ps(dv, _mm512_maskz_mov_ps(pass, q2)));
+                    _mm512_mask_storeu_ps(d, k, _mm512_maskz_mov_ps(pass, q2));
                 }
             }
         }
@@ -318,8 +322,7 @@ static TARGET_AVX2 void relu_avg2_backward_avx2(float *dx, const float *dy, cons
                     float *d = dx + row + (size_t)a * W + 2 * j0;
                     const __m256 xv = _mm256_maskload_ps(x + row + (size_t)a * W + 2 * j0, k);
                     const __m256 pass = _mm256_cmp_ps(xv, zero, _CMP_GT_OQ);
-                    const __m256 dv = _mm256_maskload_ps(d, k);
-                    _mm256_maskstore_ps(d, k, _mm256_add_ps(dv, _mm256_and_ps(pass, q2)));
+                    _mm256_maskstore_ps(d, k, _mm256_and_ps(pass, q2));
                 }
             }
         }
@@ -345,12 +348,27 @@ void relu_avgpool_forward(float *y, const float *x, int n, const PoolShape *p)
     }
 }
 
+/* +0 in what no window reaches: the columns right of the last window, then
+ * the rows below it */
+static void zero_uncovered(float *dx, size_t planes, int H, int W, int OH, int OW, int K)
+{
+    for (size_t plane = 0; plane < planes; plane++) {
+        float *d = dx + plane * H * W;
+        if (OW * K < W)
+            for (int i = 0; i < OH * K; i++)
+                memset(d + (size_t)i * W + OW * K, 0, sizeof(float) * (size_t)(W - OW * K));
+        if (OH * K < H)
+            memset(d + (size_t)OH * K * W, 0, sizeof(float) * (size_t)(H - OH * K) * W);
+    }
+}
+
 void relu_avgpool_backward(float *dx, const float *dy, const float *x, int n, const PoolShape *p)
 {
     if (p->S != p->K)
         DIE("the fused ReLU + average pool needs windows that do not overlap (K %d, S %d)", p->K,
             p->S);
     const size_t planes = (size_t)n * p->C;
+    zero_uncovered(dx, planes, p->H, p->W, p->OH, p->OW, p->K);
     switch (isa_current()) {
     case ISA_AVX512:
         if (p->K == 2)

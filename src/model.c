@@ -243,18 +243,28 @@ Workspace *workspace_create(const Net *net, const InputTransform *input, int max
             p += round16((size_t)net->layers[s->layer].in);
         }
     }
-    /* the activation gradients, contiguous: one memset per pass */
+    /* the activation gradients, contiguous: first those the steps add into
+     * (one memset per pass zeroes them all), then those a step writes whole
+     * (ReLU + average pool's dx), which need no zeroing */
+    int written[NET_MAX_LAYERS + 1] = {0};
+    for (int k = 0; k < ws->nsteps; k++)
+        written[ws->steps[k].layer] = ws->steps[k].kind == S_RELU_AVG;
     ws->grads_mem = p;
-    for (int i = 0; i <= L; i++) {
-        const size_t c = i == 0 ? shape_count(net->input) : shape_count(net->layers[i - 1].out_shape);
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i <= L; i++) {
+            const size_t c =
+                i == 0 ? shape_count(net->input) : shape_count(net->layers[i - 1].out_shape);
+            if (need_grad[i] && !alias[i] && written[i] == pass) {
+                ws->grad[i] = p;
+                p += round16(n * c);
+            }
+        }
+        if (pass == 0)
+            ws->grads_count = (size_t)(p - ws->grads_mem);
+    }
+    for (int i = 0; i <= L; i++)
         if (alias[i] && need_grad[i])
             ws->grad[i] = ws->grad[i - 1];
-        else if (need_grad[i]) {
-            ws->grad[i] = p;
-            p += round16(n * c);
-        }
-    }
-    ws->grads_count = grads;
     return ws;
 }
 

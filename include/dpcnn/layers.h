@@ -115,8 +115,9 @@ void avgpool_forward(float *y, const float *x, int n, const PoolShape *p);
 void avgpool_backward(float *dx, const float *dy, int n, const PoolShape *p);
 /* ReLU, then the average pool, in one pass each way (the ReLU's output is
  * never stored): bitwise equal to relu_forward then avgpool_forward, and to
- * their backward passes through a zeroed gradient in between. The backward
- * pass masks by x > 0 (x the ReLU's input, which is y > 0 for its output) and
+ * their backward passes into a zeroed dx through a zeroed gradient in
+ * between. The backward pass writes all of dx (it needs no zeroing before),
+ * masks by x > 0 (x the ReLU's input, which is y > 0 for its output) and
  * needs windows that do not overlap (S = K). */
 void relu_avgpool_forward(float *y, const float *x, int n, const PoolShape *p);
 void relu_avgpool_backward(float *dx, const float *dy, const float *x, int n, const PoolShape *p);

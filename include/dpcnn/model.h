@@ -67,7 +67,8 @@ typedef struct {
     float *probs;    /* [n, classes] */
     float *scratch;  /* convolution scratch for one sample */
     float *grads_mem;
-    size_t grads_count; /* the activation gradients, contiguous: one memset per pass */
+    size_t grads_count; /* the activation gradients steps add into, contiguous from
+                         * grads_mem: one memset per pass */
     float *mem;
     int32_t *mem32;
     uint8_t *mem8;
