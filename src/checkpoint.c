@@ -335,6 +335,7 @@ static const RunField run_fields[] = {
     FIELD("epoch_correct", "correct", F_I64, epoch_correct, 0, NULL, 1),
     FIELD("normalize", "normalize", F_STR, normalize, 1, "--normalize", 2),
     FIELD("model", "model", F_STR, model, 1, "--model", 2),
+    FIELD("kernels", "kernels", F_STR, kernels, 1, "--kernels", 3),
 };
 #undef FIELD
 #define NFIELDS (sizeof run_fields / sizeof run_fields[0])
@@ -378,6 +379,9 @@ const char *checkpoint_differs(const RunState *a, const RunState *b, int overrid
     for (size_t i = 0; i < NFIELDS; i++) {
         const RunField *f = &run_fields[i];
         if (!f->definition || field_equal(a, b, f))
+            continue;
+        /* a field an older format did not record (left empty) matches any value */
+        if (f->type == F_STR && (!*(const char *)field_of(a, f) || !*(const char *)field_of(b, f)))
             continue;
         if (override && (strcmp(f->attr, "batch_size") == 0 || strcmp(f->attr, "lr") == 0))
             continue;

@@ -193,6 +193,7 @@ static void define_run(Trainer *t)
     snprintf(rs->data_fingerprint, sizeof rs->data_fingerprint, "%s", t->data.fingerprint);
     snprintf(rs->normalize, sizeof rs->normalize, "%s", normalize);
     snprintf(rs->model, sizeof rs->model, "%s", t->net.text);
+    snprintf(rs->kernels, sizeof rs->kernels, "%s", t->cfg.kernels);
 }
 
 /* A checkpoint continues this run only if it was this run: same data, same

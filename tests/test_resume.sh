@@ -6,8 +6,9 @@
 #    status 75, and the resumed run lands on the same bits;
 #  - kill -9 of the whole job while a checkpoint is being written leaves
 #    latest.h5 naming a complete checkpoint;
-#  - damaged, foreign and mismatched checkpoints are refused with the reason,
-#    and leave the good ones as they were;
+#  - damaged, foreign and mismatched checkpoints (another engine among them)
+#    are refused with the reason, and leave the good ones as they were;
+#  - checkpoints of formats 1 and 2 still load;
 #  - dpcnn evaluate prints per-class accuracy and writes the confusion matrix.
 . "${srcdir:-.}/tests/lib.sh"
 # pkill kills a whole job below; its "|| true" there must not hide its absence.
@@ -143,6 +144,8 @@ expect_status 1 "add --override-hparams" \
     ./dpcnn $ARGS --batch-size 50 --epochs 3 --resume "$T/straight/epoch-0002.h5" --checkpoint-dir "$T/x8"
 expect_status 1 "add --override-hparams" \
     ./dpcnn $ARGS --lr 0.02 --epochs 3 --resume "$T/straight" --checkpoint-dir "$T/x9"
+expect_status 1 "was made with --kernels native, this run asks for openblas" \
+    ./dpcnn $ARGS --kernels openblas --epochs 3 --resume "$T/straight" --checkpoint-dir "$T/x11"
 [ "$(cksum "$T/straight"/*.h5)" = "$sums_before" ] || fail "a refused resume changed a checkpoint"
 ./dpcnn $ARGS --batch-size 50 --override-hparams --epochs 3 --resume "$T/straight/epoch-0002.h5" \
     --checkpoint-dir "$T/x10" --quiet || fail "--override-hparams at an epoch boundary"
@@ -184,6 +187,21 @@ cp "$V1" "$T/v1flip.h5"
 ./tests/ckpt_edit "$T/v1flip.h5" flip
 expect_status 1 "damaged: its contents do not match its digest" ./dpcnn evaluate "$T/v1flip.h5" --data "$DATA"
 echo "format-1 checkpoints load, and their digests are checked"
+
+# A format-2 checkpoint (from before the engine was recorded; this one was
+# made with --kernels openblas) resumes under either engine; what the resumed
+# run writes records its engine, and resumes under that one only.
+V2=${srcdir:-.}/tests/golden/v2-small.h5
+V2ARGS="$ARGS --model ${srcdir:-.}/tests/golden/v2-small.txt"
+./dpcnn $V2ARGS --epochs 2 --resume "$V2" --checkpoint-dir "$T/v2n" --quiet ||
+    fail "a format-2 checkpoint does not resume with the native kernels"
+./dpcnn $V2ARGS --epochs 2 --kernels openblas --resume "$V2" --checkpoint-dir "$T/v2o" --quiet ||
+    fail "a format-2 checkpoint does not resume with --kernels openblas"
+expect_status 1 "was made with --kernels native, this run asks for openblas" \
+    ./dpcnn $V2ARGS --epochs 3 --kernels openblas --resume "$T/v2n" --checkpoint-dir "$T/v2x"
+./dpcnn $V2ARGS --epochs 3 --kernels openblas --resume "$T/v2o" --checkpoint-dir "$T/v2y" --quiet ||
+    fail "a run resumed with --kernels openblas does not resume with it again"
+echo "format-2 checkpoints resume under either engine; format 3 records it"
 
 # A foreign weights file (a PyTorch state_dict written with h5py: tensors, no
 # dpcnn marks) stays welcome, unless it holds a non-finite value.

@@ -30,7 +30,7 @@
 #include "dpcnn/net.h"
 
 #define CHECKPOINT_FORMAT "dpcnn-checkpoint"
-#define CHECKPOINT_FORMAT_VERSION 2
+#define CHECKPOINT_FORMAT_VERSION 3 /* 3: the kernels engine; 2: the network and normalisation */
 
 /* The run's definition (what must match to continue it) and its position.
  * Every field is listed once, in run_fields (checkpoint.c), which drives the
@@ -44,6 +44,9 @@ typedef struct {
     char data_fingerprint[32];
     char normalize[256];                /* "none" or "mean,std,..." as given */
     char model[NET_TEXT_MAX];           /* the canonical description */
+    char kernels[16];                   /* "native" or "openblas" (--kernels): the engines
+                                         * round differently; "" where a format-2 file
+                                         * did not say, which matches either */
     /* position (the total of epochs asked for is not stored: a checkpoint
      * depends only on where the run is, so runs that stop at different ends
      * agree on every file they share) */
