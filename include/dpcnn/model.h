@@ -3,7 +3,9 @@
  * The layers run as a short list of steps planned once from the description:
  * a Conv2d followed by ReLU and MaxPool2d is one step whose backward pass sums
  * over the pooling winners only (conv_pool_backward); a ReLU followed by a
- * MaxPool2d is one fused step; every other layer is a step of its own. Runs of
+ * MaxPool2d, or by an AvgPool2d whose windows do not overlap, is one fused
+ * step (the latter writes its whole input gradient, so that gradient is not
+ * zeroed before each pass); every other layer is a step of its own. Runs of
  * convolution-side steps go sample by sample, while one sample's activations
  * are still in cache; batch norm and the fully connected layers take the whole
  * micro-batch. Each sample's arithmetic is the same either way, so the bits do
