@@ -16,7 +16,10 @@
  * copying of R * NP floats and the product's reading of them. dwT[r] holds
  * the sums across the samples of a call; the caller moves dw into it first
  * and back after (dw_lanes_load, dw_lanes_store). Filters beyond F are masked
- * off, so 12 to 16 filters use the lanes well; fewer stay on the product. */
+ * off, so 12 to 16 filters use the lanes well; fewer stay on the product
+ * (LeNet-5's first layer, 6 filters: 6.4 us per sample there, 8.1 in lanes).
+ * LeNet-5's second layer (16 filters): 14.6 -> 11.1-11.6 us per sample with
+ * this and the col2im below. */
 #include "config.h"
 
 #include <immintrin.h>
