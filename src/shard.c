@@ -188,39 +188,36 @@ void exchange_free(Exchange *x)
     memset(x, 0, sizeof *x);
 }
 
-void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d)
+/* The samples that change rank: every rank knows perm, so each can list, in
+ * epoch order, what it must send to whom and what it will receive from whom
+ * (no counts to exchange), leaving out what it holds and trains on itself. */
+static void exchange_others(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d)
 {
     const Schedule *s = &x->sched;
     const int P = s->ranks, me = x->rank;
     const size_t PIX = x->sample_bytes, REC = PIX + 1;
-    if (P == 1) { /* everything is here already: train straight from the block */
-        for (size_t k = 0; k < x->count; k++) {
-            size_t i = perm[x->positions[k]] - mine->first;
-            x->sample[k] = mine->images + i * PIX;
-            x->label[k] = mine->labels[i];
-        }
-        return;
-    }
-    /* Every rank knows perm, so each can list, in epoch order, what it must
-     * send to whom and what it will receive from whom: no counts to exchange. */
     memset(x->scount, 0, sizeof(int) * P);
     memset(x->rcount, 0, sizeof(int) * P);
     for (size_t pos = 0; pos < s->n; pos++) {
-        int src = part_owner(s->n, P, perm[pos]);
-        if (src == me)
-            x->scount[rank_of_position(s, pos)]++;
+        const int dst = rank_of_position(s, pos);
+        if (dst != me && part_owner(s->n, P, perm[pos]) == me)
+            x->scount[dst]++;
     }
-    for (size_t k = 0; k < x->count; k++)
-        x->rcount[part_owner(s->n, P, perm[x->positions[k]])]++;
+    for (size_t k = 0; k < x->count; k++) {
+        const int src = part_owner(s->n, P, perm[x->positions[k]]);
+        if (src != me)
+            x->rcount[src]++;
+    }
     for (int r = 1; r < P; r++) {
         x->sdispl[r] = x->sdispl[r - 1] + x->scount[r - 1];
         x->rdispl[r] = x->rdispl[r - 1] + x->rcount[r - 1];
     }
     memcpy(x->cursor, x->sdispl, sizeof(int) * P);
     for (size_t pos = 0; pos < s->n; pos++) {
-        size_t i = perm[pos];
-        if (part_owner(s->n, P, i) == me)
-            x->order[x->cursor[rank_of_position(s, pos)]++] = (uint32_t)i;
+        const size_t i = perm[pos];
+        const int dst = rank_of_position(s, pos);
+        if (dst != me && part_owner(s->n, P, i) == me)
+            x->order[x->cursor[dst]++] = (uint32_t)i;
     }
     /* Round t carries the t-th slice of every pair's list, ceil(count/rounds)
      * long: sender and receiver know the count, so they cut it alike. */
@@ -230,9 +227,9 @@ void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d)
             const int b = (x->scount[r] + x->rounds - 1) / x->rounds;
             const int lo = t * b < x->scount[r] ? t * b : x->scount[r];
             const int hi = lo + b < x->scount[r] ? lo + b : x->scount[r];
-            x->round_scount[r] = r == me ? 0 : hi - lo;
+            x->round_scount[r] = hi - lo;
             x->round_sdispl[r] = at;
-            for (int j = lo; j < hi && r != me; j++, at++) {
+            for (int j = lo; j < hi; j++, at++) {
                 const size_t i = x->order[x->sdispl[r] + j];
                 uint8_t *rec = x->sendbuf + (size_t)at * REC;
                 memcpy(rec, mine->images + (i - mine->first) * PIX, PIX);
@@ -243,16 +240,25 @@ void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d)
             const int b = (x->rcount[r] + x->rounds - 1) / x->rounds;
             const int lo = t * b < x->rcount[r] ? t * b : x->rcount[r];
             const int hi = lo + b < x->rcount[r] ? lo + b : x->rcount[r];
-            x->round_rcount[r] = r == me ? 0 : hi - lo;
+            x->round_rcount[r] = hi - lo;
             x->round_rdispl[r] = x->rdispl[r] + lo;
         }
         dist_alltoallv(d, x->sendbuf, x->round_scount, x->round_sdispl, x->recvbuf,
                        x->round_rcount, x->round_rdispl, REC);
     }
+}
+
+void exchange_run(Exchange *x, const Block *mine, const uint32_t *perm, Dist *d)
+{
+    const Schedule *s = &x->sched;
+    const int P = s->ranks, me = x->rank;
+    const size_t PIX = x->sample_bytes, REC = PIX + 1;
+    if (P > 1) /* a world of one holds everything */
+        exchange_others(x, mine, perm, d);
     /* Senders packed in epoch order, so each source's records arrive in the
      * order this rank needs them: walk the positions, taking the next from
-     * each. What this rank holds itself never went through the buffers (at
-     * np = 2 that was half the epoch's copying): it trains on it in place. */
+     * each, or this rank's own sample where it lies (at np = 2, half of them:
+     * they never go through the buffers). */
     memcpy(x->cursor, x->rdispl, sizeof(int) * P);
     for (size_t k = 0; k < x->count; k++) {
         const size_t i = perm[x->positions[k]];
