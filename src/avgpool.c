@@ -107,17 +107,14 @@ void avgpool_backward(float *dx, const float *dy, int n, const PoolShape *p)
  * would add that to a zeroed dx where x > 0 and +0 elsewhere, leaving
  * x > 0 ? q : +0 (q is never -0); here that is written straight into dx, and
  * +0 where no window reaches (the last row or column the floor rule drops),
- * so dx needs no zeroing before (model.c does not zero it). The
- * 2x2 case is written out so that the compiler vectorises it across the
- * windows of a row, with the path's registers (one build per path). */
+ * so dx needs no zeroing before (model.c does not zero it). */
 static inline __attribute__((always_inline)) float relu1(float v)
 {
     return v < 0.0f ? 0.0f : v;
 }
 
-static inline __attribute__((always_inline)) void
-relu_avg_forward(float *restrict y, const float *restrict x, size_t planes, int H, int W, int OH,
-                 int OW, int K, int S)
+static void relu_avg_forward(float *restrict y, const float *restrict x, size_t planes, int H,
+                             int W, int OH, int OW, int K, int S)
 {
     const float div = (float)(K * K);
     for (size_t plane = 0; plane < planes; plane++) {
@@ -125,13 +122,6 @@ relu_avg_forward(float *restrict y, const float *restrict x, size_t planes, int 
         float *yp = y + plane * OH * OW;
         for (int i = 0; i < OH; i++) {
             const float *r0 = xp + (size_t)i * S * W;
-            if (K == 2 && S == 2) {
-                const float *r1 = r0 + W;
-                for (int j = 0; j < OW; j++)
-                    yp[i * OW + j] = ((((0.0f + relu1(r0[2 * j])) + relu1(r0[2 * j + 1])) +
-                                       relu1(r1[2 * j])) + relu1(r1[2 * j + 1])) / div;
-                continue;
-            }
             for (int j = 0; j < OW; j++) {
                 const float *win = r0 + (size_t)j * S;
                 float sum = 0.0f;
@@ -144,9 +134,9 @@ relu_avg_forward(float *restrict y, const float *restrict x, size_t planes, int 
     }
 }
 
-static inline __attribute__((always_inline)) void
-relu_avg_backward(float *restrict dx, const float *restrict dy, const float *restrict x,
-                  size_t planes, int H, int W, int OH, int OW, int K)
+static void relu_avg_backward(float *restrict dx, const float *restrict dy,
+                              const float *restrict x, size_t planes, int H, int W, int OH,
+                              int OW, int K)
 {
     const float div = (float)(K * K);
     for (size_t plane = 0; plane < planes; plane++)
@@ -156,14 +146,6 @@ relu_avg_backward(float *restrict dx, const float *restrict dy, const float *res
                 const size_t row = (plane * H + (size_t)i * K + a) * W;
                 float *d = dx + row;
                 const float *xr = x + row;
-                if (K == 2) {
-                    for (int j = 0; j < OW; j++) {
-                        const float q = 0.0f + g[j] / div;
-                        d[2 * j] = xr[2 * j] > 0.0f ? q : 0.0f;
-                        d[2 * j + 1] = xr[2 * j + 1] > 0.0f ? q : 0.0f;
-                    }
-                    continue;
-                }
                 for (int j = 0; j < OW; j++) {
                     const float q = 0.0f + g[j] / div;
                     for (int b = 0; b < K; b++)
@@ -173,42 +155,14 @@ relu_avg_backward(float *restrict dx, const float *restrict dy, const float *res
         }
 }
 
-#define AVX2 __attribute__((target("avx2")))
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
-#define FARGS float *y, const float *x, size_t planes, const PoolShape *p
-#define FPASS y, x, planes, p->H, p->W, p->OH, p->OW
-#define FORWARD(suffix, attr)                                                                   \
-    attr static void relu_avg_forward_##suffix(FARGS)                                          \
-    {                                                                                           \
-        if (p->K == 2 && p->S == 2)                                                             \
-            relu_avg_forward(FPASS, 2, 2);                                                      \
-        else                                                                                    \
-            relu_avg_forward(FPASS, p->K, p->S);                                                \
-    }
-#define BARGS float *dx, const float *dy, const float *x, size_t planes, const PoolShape *p
-#define BPASS dx, dy, x, planes, p->H, p->W, p->OH, p->OW
-#define BACKWARD(suffix, attr)                                                                  \
-    attr static void relu_avg_backward_##suffix(BARGS)                                         \
-    {                                                                                           \
-        if (p->K == 2)                                                                          \
-            relu_avg_backward(BPASS, 2);                                                        \
-        else                                                                                    \
-            relu_avg_backward(BPASS, p->K);                                                     \
-    }
-FORWARD(generic, )
-FORWARD(avx2, AVX2)
-FORWARD(avx512, AVX512)
-BACKWARD(generic, )
-BACKWARD(avx2, AVX2)
-BACKWARD(avx512, AVX512)
-
 /* 2x2 windows on AVX-512, written out: the compiler's build of the loops
- * above leaves rows of fewer than 16 windows (LeNet-5's 14 and 5) to scalar
- * code. Forward, sixteen windows of a row pair at once, even and odd columns
- * pulled apart by two-register permutes as in maxpool.c, the four ReLU'd
- * terms summed in the scan order from 0. Backward, eight windows (sixteen
- * columns) at once, each quotient doubled into its two columns by a permute,
- * +0 where x <= 0. */
+ * above, per path, left rows of fewer than 16 windows (LeNet-5's 14 and 5)
+ * to scalar code; other windows take the loops above on every path.
+ * Forward, sixteen windows of a row pair at once, even and odd columns pulled
+ * apart by two-register permutes as in maxpool.c, the four ReLU'd terms
+ * summed in the scan order from 0. Backward, eight windows (sixteen columns)
+ * at once, each quotient doubled into its two columns by a permute, +0 where
+ * x <= 0. */
 #define TARGET_512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq")))
 
 static inline TARGET_512 __attribute__((always_inline)) __m512 relu16(__m512 v)
@@ -331,21 +285,13 @@ static TARGET_AVX2 void relu_avg2_backward_avx2(float *dx, const float *dy, cons
 void relu_avgpool_forward(float *y, const float *x, int n, const PoolShape *p)
 {
     const size_t planes = (size_t)n * p->C;
-    switch (isa_current()) {
-    case ISA_AVX512:
-        if (p->K == 2 && p->S == 2)
-            relu_avg2_forward_avx512(y, x, planes, p->H, p->W, p->OH, p->OW);
-        else
-            relu_avg_forward_avx512(y, x, planes, p);
-        break;
-    case ISA_AVX2:
-        if (p->K == 2 && p->S == 2)
-            relu_avg2_forward_avx2(y, x, planes, p->H, p->W, p->OH, p->OW);
-        else
-            relu_avg_forward_avx2(y, x, planes, p);
-        break;
-    default: relu_avg_forward_generic(y, x, planes, p); break;
-    }
+    const int two = p->K == 2 && p->S == 2;
+    if (two && isa_current() == ISA_AVX512)
+        relu_avg2_forward_avx512(y, x, planes, p->H, p->W, p->OH, p->OW);
+    else if (two && isa_current() == ISA_AVX2)
+        relu_avg2_forward_avx2(y, x, planes, p->H, p->W, p->OH, p->OW);
+    else
+        relu_avg_forward(y, x, planes, p->H, p->W, p->OH, p->OW, p->K, p->S);
 }
 
 /* +0 in what no window reaches: the columns right of the last window, then
@@ -369,21 +315,12 @@ void relu_avgpool_backward(float *dx, const float *dy, const float *x, int n, co
             p->S);
     const size_t planes = (size_t)n * p->C;
     zero_uncovered(dx, planes, p->H, p->W, p->OH, p->OW, p->K);
-    switch (isa_current()) {
-    case ISA_AVX512:
-        if (p->K == 2)
-            relu_avg2_backward_avx512(dx, dy, x, planes, p->H, p->W, p->OH, p->OW);
-        else
-            relu_avg_backward_avx512(dx, dy, x, planes, p);
-        break;
-    case ISA_AVX2:
-        if (p->K == 2)
-            relu_avg2_backward_avx2(dx, dy, x, planes, p->H, p->W, p->OH, p->OW);
-        else
-            relu_avg_backward_avx2(dx, dy, x, planes, p);
-        break;
-    default: relu_avg_backward_generic(dx, dy, x, planes, p); break;
-    }
+    if (p->K == 2 && isa_current() == ISA_AVX512)
+        relu_avg2_backward_avx512(dx, dy, x, planes, p->H, p->W, p->OH, p->OW);
+    else if (p->K == 2 && isa_current() == ISA_AVX2)
+        relu_avg2_backward_avx2(dx, dy, x, planes, p->H, p->W, p->OH, p->OW);
+    else
+        relu_avg_backward(dx, dy, x, planes, p->H, p->W, p->OH, p->OW, p->K);
 }
 
 void avgpool_forward_ref(double *y, const double *x, int n, const PoolShape *p)
