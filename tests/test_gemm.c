@@ -139,7 +139,8 @@ static void test_gemm_paths(void **state)
 {
     (void)state;
     static const int Ms[] = {1, 5, 6, 7, 13, 120};
-    static const int Ns[] = {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100};
+    /* up to four vectors of 16, each full or the masked tail, in one or more column blocks */
+    static const int Ns[] = {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48, 57, 64, 100};
     static const int Ks[] = {1, 2, 25, 150};
     int shapes = 0;
     for (size_t i = 0; i < sizeof Ms / sizeof Ms[0]; i++)
