@@ -396,7 +396,8 @@ void conv_pool_forward_blas(float *y, int32_t *arg, float *cv, float *scratch, c
  * end of the input, copy exactly K. The windows that cross the padding copy
  * element by element. */
 static inline __attribute__((always_inline)) void
-patches(float *restrict colT, const float *restrict xs, const ConvShape *c, int K, int piece)
+patches(float *restrict colT, const float *restrict xs, const ConvShape *c, int i0, int i1, int K,
+        int piece)
 {
     const int C = c->C, H = c->H, W = c->W, S = c->S, P = c->P, OW = c->OW;
     const int R = C * K * K;
@@ -404,7 +405,7 @@ patches(float *restrict colT, const float *restrict xs, const ConvShape *c, int 
     const int ja = (P + S - 1) / S;
     int jb = (W - K + P) / S + 1;
     jb = jb > OW ? OW : jb < ja ? ja : jb;
-    for (int i = 0; i < c->OH; i++) {
+    for (int i = i0; i < i1; i++) {
         const int u0 = i * S - P;
         const int rows_inside = u0 >= 0 && u0 + K <= H;
         for (int j = 0; j < OW; j++) {
@@ -412,7 +413,7 @@ patches(float *restrict colT, const float *restrict xs, const ConvShape *c, int 
                 j = jb; /* the inside ones below */
             if (j >= OW)
                 break;
-            float *dst = colT + ((size_t)i * OW + j) * R;
+            float *dst = colT + ((size_t)(i - i0) * OW + j) * R;
             const int v0 = j * S - P;
             for (int ch = 0; ch < C; ch++)
                 for (int p = 0; p < K; p++, dst += K) {
@@ -432,7 +433,7 @@ patches(float *restrict colT, const float *restrict xs, const ConvShape *c, int 
             for (int ch = 0; ch < C; ch++)
                 for (int p = 0; p < K; p++) {
                     const float *src = xs + ((size_t)ch * H + u0 + p) * W + (size_t)(j0 * S - P);
-                    float *dst = colT + ((size_t)i * OW + j0) * R + (size_t)(ch * K + p) * K;
+                    float *dst = colT + ((size_t)(i - i0) * OW + j0) * R + (size_t)(ch * K + p) * K;
                     const int exact = !piece || (ch == C - 1 && p == K - 1) ||
                                       (ch == C - 1 && u0 + p == H - 1);
                     if (!exact)
@@ -450,27 +451,27 @@ patches(float *restrict colT, const float *restrict xs, const ConvShape *c, int 
 /* The same copies compiled for AVX2, where a piece of 8 floats is one load
  * and one store (half the stores, which were the cost); bits do not depend
  * on how floats are copied. */
-static void __attribute__((target("avx2,tune=haswell"))) patches_avx2(float *colT, const float *xs,
-                                                         const ConvShape *c)
+static void __attribute__((target("avx2,tune=haswell")))
+patches_avx2(float *colT, const float *xs, const ConvShape *c, int i0, int i1)
 {
     if (c->K == 5)
-        patches(colT, xs, c, 5, 8);
+        patches(colT, xs, c, i0, i1, 5, 8);
     else if (c->K == 3)
-        patches(colT, xs, c, 3, 4);
+        patches(colT, xs, c, i0, i1, 3, 4);
     else
-        patches(colT, xs, c, c->K, 0);
+        patches(colT, xs, c, i0, i1, c->K, 0);
 }
 
-void conv_im2col_transposed(float *colT, const float *xs, const ConvShape *c)
+void conv_im2col_transposed(float *colT, const float *xs, const ConvShape *c, int i0, int i1)
 {
     if (isa_current() != ISA_GENERIC)
-        patches_avx2(colT, xs, c);
+        patches_avx2(colT, xs, c, i0, i1);
     else if (c->K == 5)
-        patches(colT, xs, c, 5, 8);
+        patches(colT, xs, c, i0, i1, 5, 8);
     else if (c->K == 3)
-        patches(colT, xs, c, 3, 4);
+        patches(colT, xs, c, i0, i1, 3, 4);
     else
-        patches(colT, xs, c, c->K, 0);
+        patches(colT, xs, c, i0, i1, c->K, 0);
 }
 
 /* db[f] += sum over k of dy[f][k], each filter's sum in k order. Up to eight
@@ -507,6 +508,10 @@ static void bias_sums(float *db, const float *dy, int F, int NP)
         }
     }
 }
+
+/* dw's patches are made in bands of output rows of about this many floats
+ * (16 KB: a third of L1, beside the product's other operands) */
+enum { BAND_FLOATS = 4096 };
 
 /* Backward, per sample, with col = im2col(x_s) [R][NP] and dy_s [F][NP]:
  *   db[f]     += sum_k dy_s[f][k]               (in k order)
@@ -550,8 +555,19 @@ void conv2d_backward(float *dx, float *dw, float *db, float *scratch, const floa
         if (lanes) {
             dw_lanes(dwT, dyT, dy_s, xs, F, c->C, Hp, Wp, c->OH, c->OW, c->K);
         } else {
-            conv_im2col_transposed(colT, xs, c->P > 0 ? &cp : c);
-            gemm_acc(F, R, NP, dy_s, NP, 1, colT, NULL, R, dw, R);
+            /* a band of output rows at a time, its patches still in L1 when
+             * the product reads them; dw takes each sum's terms in k order
+             * across the bands, as in one product */
+            const ConvShape *cs = c->P > 0 ? &cp : c;
+            const int OW = c->OW;
+            int band = BAND_FLOATS / (OW * R);
+            band = band < 1 ? 1 : band;
+            for (int i0 = 0; i0 < c->OH; i0 += band) {
+                const int i1 = c->OH - i0 < band ? c->OH : i0 + band;
+                conv_im2col_transposed(colT, xs, cs, i0, i1);
+                gemm_acc(F, R, (i1 - i0) * OW, dy_s + (size_t)i0 * OW, NP, 1, colT, NULL, R, dw,
+                         R);
+            }
         }
         if (!dx)
             continue;

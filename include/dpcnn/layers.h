@@ -65,9 +65,10 @@ void conv2d_backward_blas(float *dx, float *dw, float *db, float *scratch, const
  * padding), [C*K*K, OH*OW]; and its adjoint, dx += col2im(dcol). */
 void conv_im2col(float *col, const float *x, const ConvShape *c);
 void conv_col2im_add(float *dx, const float *dcol, const ConvShape *c);
-/* The transpose, colT[(i,j)][(c,p,q)] [OH*OW, C*K*K]: one row per output
- * position, its input patch (what conv2d_backward multiplies by for dw). */
-void conv_im2col_transposed(float *colT, const float *x, const ConvShape *c);
+/* The transpose, colT[(i,j)][(c,p,q)] [(i1-i0)*OW, C*K*K] for output rows
+ * i0 <= i < i1: one row per output position, its input patch (what
+ * conv2d_backward multiplies by for dw). */
+void conv_im2col_transposed(float *colT, const float *x, const ConvShape *c, int i0, int i1);
 void conv2d_forward_ref(double *y, const double *x, const double *w, const double *b, int n,
                         const ConvShape *c);
 void conv2d_backward_ref(double *dx, double *dw, double *db, const double *dy, const double *x,
