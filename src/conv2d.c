@@ -303,10 +303,7 @@ static ConvOut conv_forward_sample(float *y_s, float *scratch, const float *xs, 
     const int Wp_ = c->W + 2 * c->P;
     if (c->S != 1 || 10 * (Wp_ - OW) > 3 * Wp_) {
         conv_im2col(work, xs, c);
-        for (int f = 0; f < F; f++)
-            for (int k = 0; k < NP; k++)
-                y_s[(size_t)f * NP + k] = b ? b[f] : 0.0f;
-        gemm_acc(F, NP, R, w, R, 1, work, NULL, NP, y_s, NP);
+        gemm_init(F, NP, R, w, R, 1, work, NULL, NP, b, y_s, NP);
         return (ConvOut){y_s, OW, (size_t)NP};
     }
     const int Hp = c->H + 2 * c->P, Wp = c->W + 2 * c->P;
@@ -327,10 +324,7 @@ static ConvOut conv_forward_sample(float *y_s, float *scratch, const float *xs, 
                 off[r++] = ((ptrdiff_t)ch * Hp + p) * Wp + q;
     const int N = (OH - 1) * Wp + OW; /* wide positions */
     float *out = Wp == OW ? y_s : work;
-    for (int f = 0; f < F; f++)
-        for (int u = 0; u < N; u++)
-            out[(size_t)f * N + u] = b ? b[f] : 0.0f;
-    gemm_acc(F, N, R, w, R, 1, in, off, 0, out, N);
+    gemm_init(F, N, R, w, R, 1, in, off, 0, b, out, N);
     return (ConvOut){out, Wp, (size_t)N};
 }
 
@@ -571,8 +565,7 @@ void conv2d_backward(float *dx, float *dw, float *db, float *scratch, const floa
         }
         if (!dx)
             continue;
-        memset(work, 0, sizeof(float) * (size_t)R * NP);
-        gemm_acc(R, NP, F, w, 1, R, dy_s, NULL, NP, work, NP);
+        gemm_init(R, NP, F, w, 1, R, dy_s, NULL, NP, NULL, work, NP);
         conv_col2im_add(dx + (size_t)s * in, work, c);
     }
     if (lanes)

@@ -36,12 +36,15 @@ float fma_exact(float a, float b, float c)
     return (float)s;
 }
 
-void gemm_acc_generic(int M, int N, int K, const float *A, ptrdiff_t ams, ptrdiff_t aks,
-                      const float *B, const ptrdiff_t *boff, ptrdiff_t ldb, float *C,
-                      ptrdiff_t ldc)
+void gemm_generic(int M, int N, int K, const float *A, ptrdiff_t ams, ptrdiff_t aks,
+                  const float *B, const ptrdiff_t *boff, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
+                  GemmStart start)
 {
     for (int m = 0; m < M; m++) {
         float *c = C + (ptrdiff_t)m * ldc;
+        if (!start.from_c)
+            for (int n = 0; n < N; n++)
+                c[n] = start.c0 ? start.c0[m] : 0.0f;
         for (int k = 0; k < K; k++) {
             const float a = A[(ptrdiff_t)m * ams + (ptrdiff_t)k * aks];
             const float *b = B + (boff ? boff[k] : (ptrdiff_t)k * ldb);
@@ -51,14 +54,29 @@ void gemm_acc_generic(int M, int N, int K, const float *A, ptrdiff_t ams, ptrdif
     }
 }
 
+static void gemm(int M, int N, int K, const float *A, ptrdiff_t ams, ptrdiff_t aks,
+                 const float *B, const ptrdiff_t *boff, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
+                 GemmStart start)
+{
+    switch (isa_current()) {
+    case ISA_AVX512: gemm_avx512(M, N, K, A, ams, aks, B, boff, ldb, C, ldc, start); break;
+    case ISA_AVX2: gemm_avx2(M, N, K, A, ams, aks, B, boff, ldb, C, ldc, start); break;
+    default: gemm_generic(M, N, K, A, ams, aks, B, boff, ldb, C, ldc, start); break;
+    }
+}
+
 void gemm_acc(int M, int N, int K, const float *A, ptrdiff_t ams, ptrdiff_t aks,
               const float *B, const ptrdiff_t *boff, ptrdiff_t ldb, float *C, ptrdiff_t ldc)
 {
-    if (M <= 0 || N <= 0 || K <= 0)
-        return;
-    switch (isa_current()) {
-    case ISA_AVX512: gemm_acc_avx512(M, N, K, A, ams, aks, B, boff, ldb, C, ldc); break;
-    case ISA_AVX2: gemm_acc_avx2(M, N, K, A, ams, aks, B, boff, ldb, C, ldc); break;
-    default: gemm_acc_generic(M, N, K, A, ams, aks, B, boff, ldb, C, ldc); break;
-    }
+    if (M > 0 && N > 0 && K > 0)
+        gemm(M, N, K, A, ams, aks, B, boff, ldb, C, ldc, (GemmStart){1, NULL});
+}
+
+/* K = 0 still writes the start */
+void gemm_init(int M, int N, int K, const float *A, ptrdiff_t ams, ptrdiff_t aks,
+               const float *B, const ptrdiff_t *boff, ptrdiff_t ldb, const float *c0, float *C,
+               ptrdiff_t ldc)
+{
+    if (M > 0 && N > 0 && K >= 0)
+        gemm(M, N, K, A, ams, aks, B, boff, ldb, C, ldc, (GemmStart){0, c0});
 }

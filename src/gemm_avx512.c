@@ -33,11 +33,13 @@ enum { MR = 6, NR = 64 };
         else                                                                                   \
             _mm512_storeu_ps(p, x);                                                            \
     } while (0)
+/* the start of row r's accumulators: C, or the row's c0 (+0 without one) */
 #define ROW_LOAD(r)                                                                            \
-    __m512 c##r##0 = r < mr ? LOADV(0, c[r]) : _mm512_setzero_ps();                            \
-    __m512 c##r##1 = NV > 1 && r < mr ? LOADV(1, c[r] + 16) : _mm512_setzero_ps();             \
-    __m512 c##r##2 = NV > 2 && r < mr ? LOADV(2, c[r] + 32) : _mm512_setzero_ps();             \
-    __m512 c##r##3 = NV > 3 && r < mr ? LOADV(3, c[r] + 48) : _mm512_setzero_ps()
+    const __m512 s##r = r < mr && st.c0 ? _mm512_set1_ps(st.c0[r]) : _mm512_setzero_ps();      \
+    __m512 c##r##0 = r < mr && st.from_c ? LOADV(0, c[r]) : s##r;                              \
+    __m512 c##r##1 = NV > 1 && r < mr && st.from_c ? LOADV(1, c[r] + 16) : s##r;               \
+    __m512 c##r##2 = NV > 2 && r < mr && st.from_c ? LOADV(2, c[r] + 32) : s##r;               \
+    __m512 c##r##3 = NV > 3 && r < mr && st.from_c ? LOADV(3, c[r] + 48) : s##r
 #define ROW_FMA(r)                                                                             \
     if (r < mr)                                                                                \
     do {                                                                                       \
@@ -65,7 +67,8 @@ enum { MR = 6, NR = 64 };
 
 static inline TARGET __attribute__((always_inline)) void
 tile(int NV, int TAIL, int mr, int K, const float *A, ptrdiff_t ams, ptrdiff_t aks,
-     const float *B, const ptrdiff_t *boff, ptrdiff_t ldb, float *C, ptrdiff_t ldc, __mmask16 kt)
+     const float *B, const ptrdiff_t *boff, ptrdiff_t ldb, float *C, ptrdiff_t ldc, __mmask16 kt,
+     GemmStart st)
 {
     const float *a[MR];
     float *c[MR];
@@ -108,9 +111,9 @@ tile(int NV, int TAIL, int mr, int K, const float *A, ptrdiff_t ams, ptrdiff_t a
     static TARGET void tile_##NV##_##T##_##MRL(int K, const float *A, ptrdiff_t ams,           \
                                                ptrdiff_t aks, const float *B,                  \
                                                const ptrdiff_t *boff, ptrdiff_t ldb, float *C, \
-                                               ptrdiff_t ldc, __mmask16 kt)                    \
+                                               ptrdiff_t ldc, __mmask16 kt, GemmStart st)      \
     {                                                                                          \
-        tile(NV, T, MRL, K, A, ams, aks, B, boff, ldb, C, ldc, kt);                            \
+        tile(NV, T, MRL, K, A, ams, aks, B, boff, ldb, C, ldc, kt, st);                        \
     }
 #define TILE_ROWS(NV, T)                                                                       \
     TILE_FN(NV, T, 1)                                                                          \
@@ -127,7 +130,7 @@ TILE_ROWS(4, 1)
 #undef TILE_FN
 
 typedef void (*Tile)(int, const float *, ptrdiff_t, ptrdiff_t, const float *, const ptrdiff_t *,
-                     ptrdiff_t, float *, ptrdiff_t, __mmask16);
+                     ptrdiff_t, float *, ptrdiff_t, __mmask16, GemmStart);
 #define TILE_ROW(NV, T)                                                                        \
     {tile_##NV##_##T##_1, tile_##NV##_##T##_2, tile_##NV##_##T##_3,                            \
      tile_##NV##_##T##_4, tile_##NV##_##T##_5, tile_##NV##_##T##_6}
@@ -136,9 +139,9 @@ static const Tile tiles[2][4][MR] = {{TILE_ROW(1, 0), TILE_ROW(2, 0), TILE_ROW(3
                                      {TILE_ROW(1, 1), TILE_ROW(2, 1), TILE_ROW(3, 1), TILE_ROW(4, 1)}};
 #undef TILE_ROW
 
-TARGET void gemm_acc_avx512(int M, int N, int K, const float *A, ptrdiff_t ams, ptrdiff_t aks,
-                            const float *B, const ptrdiff_t *boff, ptrdiff_t ldb, float *C,
-                            ptrdiff_t ldc)
+TARGET void gemm_avx512(int M, int N, int K, const float *A, ptrdiff_t ams, ptrdiff_t aks,
+                        const float *B, const ptrdiff_t *boff, ptrdiff_t ldb, float *C, ptrdiff_t ldc,
+                        GemmStart start)
 {
     /* column blocks outside, row blocks inside: a block of B (K x 64) is read
      * from L1 by every row block */
@@ -154,8 +157,9 @@ TARGET void gemm_acc_avx512(int M, int N, int K, const float *A, ptrdiff_t ams, 
         /* a column offset into B: every row pointer moves by n0 */
         for (int m0 = 0; m0 < M; m0 += MR) {
             const int mr = M - m0 < MR ? M - m0 : MR;
+            const GemmStart st = {start.from_c, start.c0 ? start.c0 + m0 : NULL};
             tiles[tail][nv - 1][mr - 1](K, A + (ptrdiff_t)m0 * ams, ams, aks, B + n0, boff, ldb,
-                                        C + (ptrdiff_t)m0 * ldc + n0, ldc, kt);
+                                        C + (ptrdiff_t)m0 * ldc + n0, ldc, kt, st);
         }
     }
 }

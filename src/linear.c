@@ -26,10 +26,7 @@ void linear_forward(float *y, float *scratch, const float *x, const float *w, co
     for (int s = 0; s < n; s++)
         for (int i = 0; i < nin; i++)
             xT[(size_t)i * n + s] = x[(size_t)s * nin + i];
-    for (int o = 0; o < nout; o++)
-        for (int s = 0; s < n; s++)
-            yT[(size_t)o * n + s] = b ? b[o] : 0.0f;
-    gemm_acc(nout, n, nin, w, nin, 1, xT, NULL, n, yT, n);
+    gemm_init(nout, n, nin, w, nin, 1, xT, NULL, n, b, yT, n);
     for (int s = 0; s < n; s++)
         for (int o = 0; o < nout; o++)
             y[(size_t)s * nout + o] = yT[(size_t)o * n + s];

@@ -85,9 +85,11 @@ static void test_fma_exact(void **state)
 }
 
 typedef void (*GemmFn)(int, int, int, const float *, ptrdiff_t, ptrdiff_t, const float *,
-                       const ptrdiff_t *, ptrdiff_t, float *, ptrdiff_t);
+                       const ptrdiff_t *, ptrdiff_t, float *, ptrdiff_t, GemmStart);
 
-static void one_shape(int M, int N, int K, int transposed, int offsets)
+/* start 0: from C; 1: from a start per row (C's old values must not count);
+ * 2: from +0 */
+static void one_shape(int M, int N, int K, int transposed, int offsets, int start)
 {
     Rng r;
     rng_init(&r, 2, (uint64_t)M, (uint64_t)(N * 1000 + K));
@@ -97,6 +99,10 @@ static void one_shape(int M, int N, int K, int transposed, int offsets)
     float *B = malloc(sizeof(float) * (size_t)((K + 2) * ldb));
     float *C0 = malloc(sizeof(float) * (size_t)(M * ldc));
     ptrdiff_t *off = malloc(sizeof(ptrdiff_t) * (size_t)K);
+    float *c0 = malloc(sizeof(float) * (size_t)M);
+    for (int m = 0; m < M; m++)
+        c0[m] = rng_uniform(&r) - 0.5f;
+    const GemmStart st = {start == 0, start == 1 ? c0 : NULL};
     for (int i = 0; i < M * K; i++)
         A[i] = rng_uniform(&r) - 0.5f;
     for (ptrdiff_t i = 0; i < (K + 2) * ldb; i++)
@@ -106,18 +112,18 @@ static void one_shape(int M, int N, int K, int transposed, int offsets)
     for (int k = 0; k < K; k++) /* rows of B in a shuffled order, as a convolution reads them */
         off[k] = (ptrdiff_t)((k * 7 + 3) % (K + 2)) * ldb;
     const ptrdiff_t *boff = offsets ? off : NULL;
-    static const GemmFn paths[3] = {gemm_acc_generic, gemm_acc_avx2, gemm_acc_avx512};
+    static const GemmFn paths[3] = {gemm_generic, gemm_avx2, gemm_avx512};
     float *got[3];
     for (int p = 0; p < 3; p++) {
         got[p] = malloc(sizeof(float) * (size_t)(M * ldc));
         memcpy(got[p], C0, sizeof(float) * (size_t)(M * ldc));
         if (isa_supported((Isa)p))
-            paths[p](M, N, K, A, ams, aks, B, boff, ldb, got[p], ldc);
+            paths[p](M, N, K, A, ams, aks, B, boff, ldb, got[p], ldc, st);
     }
     double maxdiff = 0;
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
-            double want = C0[m * ldc + n];
+            double want = start == 0 ? C0[m * ldc + n] : start == 1 ? c0[m] : 0.0;
             for (int k = 0; k < K; k++)
                 want += (double)A[m * ams + k * aks] * B[(boff ? boff[k] : k * ldb) + n];
             maxdiff = fmax(maxdiff, fabs(want - got[0][m * ldc + n]));
@@ -133,6 +139,7 @@ static void one_shape(int M, int N, int K, int transposed, int offsets)
     free(B);
     free(C0);
     free(off);
+    free(c0);
 }
 
 static void test_gemm_paths(void **state)
@@ -141,15 +148,17 @@ static void test_gemm_paths(void **state)
     static const int Ms[] = {1, 5, 6, 7, 13, 120};
     /* up to four vectors of 16, each full or the masked tail, in one or more column blocks */
     static const int Ns[] = {1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 48, 57, 64, 100};
-    static const int Ks[] = {1, 2, 25, 150};
+    static const int Ks[] = {0, 1, 2, 25, 150};
     int shapes = 0;
     for (size_t i = 0; i < sizeof Ms / sizeof Ms[0]; i++)
         for (size_t j = 0; j < sizeof Ns / sizeof Ns[0]; j++)
             for (size_t k = 0; k < sizeof Ks / sizeof Ks[0]; k++) {
-                one_shape(Ms[i], Ns[j], Ks[k], (int)((i + j) % 2), (int)((j + k) % 2));
+                for (int start = 0; start < 3; start++)
+                    one_shape(Ms[i], Ns[j], Ks[k], (int)((i + j) % 2), (int)((j + k) % 2), start);
                 shapes++;
             }
-    printf("  %d shapes: plain C%s%s give the same bits, within rounding of double\n", shapes,
+    printf("  %d shapes, each from C, from a start per row and from +0: plain C%s%s give the "
+           "same bits, within rounding of double\n", shapes,
            isa_supported(ISA_AVX2) ? ", AVX2" : "", isa_supported(ISA_AVX512) ? ", AVX-512" : "");
 }
 
