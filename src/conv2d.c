@@ -468,6 +468,54 @@ void conv_im2col_transposed(float *colT, const float *xs, const ConvShape *c, in
         patches(colT, xs, c, i0, i1, c->K, 0);
 }
 
+/* One input channel (a network's first layer on grey images): the strips
+ * G[j][u][q] = x[u][j*S + q], u < H, q < K, one per output column j. Window
+ * (i,j) is then the K*K floats at G + (j*H + i*S)*K, contiguous, so dw's
+ * product reads its B rows there through row offsets, with no patches: H*OW
+ * copies of K floats, against OH*OW*K for the patches. A strip's rows of K
+ * move as pieces of 8 (K = 5) or 4 (K = 3), the extra floats landing in the
+ * strip's next row, written after it; a strip's last row, which would read
+ * past the plane's end, copies exactly K. */
+static inline __attribute__((always_inline)) void strips(float *restrict G,
+                                                         const float *restrict xs,
+                                                         const ConvShape *c, int K, int piece)
+{
+    const int H = c->H, W = c->W, S = c->S;
+    for (int j = 0; j < c->OW; j++) {
+        float *dst = G + (size_t)j * H * K;
+        const float *src = xs + (size_t)j * S;
+        for (int u = 0; u < H; u++, dst += K, src += W)
+            if (piece && u < H - 1)
+                copy_piece(dst, src, piece);
+            else
+                for (int q = 0; q < K; q++)
+                    dst[q] = src[q];
+    }
+}
+
+static void __attribute__((target("avx2,tune=haswell")))
+strips_avx2(float *G, const float *xs, const ConvShape *c)
+{
+    if (c->K == 5)
+        strips(G, xs, c, 5, 8);
+    else if (c->K == 3)
+        strips(G, xs, c, 3, 4);
+    else
+        strips(G, xs, c, c->K, 0);
+}
+
+static void window_strips(float *G, const float *xs, const ConvShape *c)
+{
+    if (isa_current() != ISA_GENERIC)
+        strips_avx2(G, xs, c);
+    else if (c->K == 5)
+        strips(G, xs, c, 5, 8);
+    else if (c->K == 3)
+        strips(G, xs, c, 3, 4);
+    else
+        strips(G, xs, c, c->K, 0);
+}
+
 /* db[f] += sum over k of dy[f][k], each filter's sum in k order. Up to eight
  * filters side by side (NF a literal: the sums stay in registers), or each
  * sum's chain of dependent adds sets the pace (a fifth of lenet5's first
@@ -534,6 +582,17 @@ void conv2d_backward(float *dx, float *dw, float *db, float *scratch, const floa
     float *dwT = colT, *dyT = colT + (size_t)16 * R;
     if (lanes)
         dw_lanes_load(dwT, dw, F, R);
+    /* one input channel: dw from the window strips (window_strips), in
+     * colT's room, their row offsets after them */
+    const size_t strip_floats = (size_t)Hp * c->K * c->OW;
+    const int one_channel = !lanes && c->C == 1 && c->S <= c->K &&
+                            strip_floats + 2 * (size_t)NP + 16 <= big;
+    float *G = colT;
+    ptrdiff_t *goff = (ptrdiff_t *)(void *)(colT + ((strip_floats + 15) & ~(size_t)15));
+    if (one_channel)
+        for (int i = 0; i < c->OH; i++)
+            for (int j = 0; j < c->OW; j++)
+                goff[i * c->OW + j] = ((ptrdiff_t)j * Hp + (ptrdiff_t)i * c->S) * c->K;
     for (int s = 0; s < n; s++) {
         const float *dy_s = dy + (size_t)s * F * NP;
         if (db)
@@ -548,6 +607,9 @@ void conv2d_backward(float *dx, float *dw, float *db, float *scratch, const floa
         }
         if (lanes) {
             dw_lanes(dwT, dyT, dy_s, xs, F, c->C, Hp, Wp, c->OH, c->OW, c->K);
+        } else if (one_channel) {
+            window_strips(G, xs, c->P > 0 ? &cp : c);
+            gemm_acc(F, R, NP, dy_s, NP, 1, G, goff, 0, dw, R);
         } else {
             /* a band of output rows at a time, its patches still in L1 when
              * the product reads them; dw takes each sum's terms in k order

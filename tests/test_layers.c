@@ -181,6 +181,17 @@ static void test_conv_stride_padding(void **state)
     conv_case(1, 2, 2, 3, 2, 3, 1, 1, 1, 1);   /* kernel larger than the plane, padding */
 }
 
+/* One input channel: dw from the window strips (conv2d.c), for each piece
+ * size, with strides up to K, and the patches beyond */
+static void test_conv_one_channel(void **state)
+{
+    (void)state;
+    conv_case(2, 1, 9, 11, 3, 3, 2, 1, 1, 1);  /* K=3, stride 2, pad 1 */
+    conv_case(2, 1, 10, 7, 2, 4, 1, 0, 1, 0);  /* K=4: exact copies, no bias */
+    conv_case(2, 1, 13, 9, 3, 5, 3, 2, 1, 1);  /* K=5, stride 3, pad 2 */
+    conv_case(2, 1, 7, 8, 2, 1, 2, 0, 1, 1);   /* stride above K: the patches */
+}
+
 static void test_conv_shape_rules(void **state)
 {
     (void)state;
@@ -996,6 +1007,7 @@ int main(void)
         cmocka_unit_test(test_conv_tutorial_shapes),
         cmocka_unit_test(test_conv_stride1),
         cmocka_unit_test(test_conv_stride_padding),
+        cmocka_unit_test(test_conv_one_channel),
         cmocka_unit_test(test_conv_shape_rules),
         cmocka_unit_test(test_maxpool),
         cmocka_unit_test(test_pool_shape_rules),
