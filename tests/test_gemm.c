@@ -496,6 +496,7 @@ static void test_conv_paths(void **state)
     conv_paths_case(2, 2, 20, 20, 14, 5, 0, 1); /* rows wider than 16 */
     conv_paths_case(2, 4, 12, 12, 12, 5, 0, 1); /* the tutorial's second: unrolled forward */
     conv_paths_case(2, 2, 10, 10, 17, 3, 0, 1); /* more filters than lanes */
+    conv_paths_case(18, 1, 9, 9, 6, 3, 1, 0);   /* the bias sums over 16 + 2 samples */
     unsetenv("DPCNN_ISA");
     assert_int_equal(isa_select_again(), 0);
 }
