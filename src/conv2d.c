@@ -604,14 +604,15 @@ static inline __attribute__((target("avx512f"), always_inline)) void transpose16
     }
 }
 
-/* The bias sums of n samples, the same bits as bias_sums sample after
- * sample: each sample's sums in k order from +0, added to db in sample
- * order. On AVX-512 the lanes are 16 samples: their rows of 16 positions
- * are transposed in registers and summed a position at a time, so 16
- * chains of dependent adds run side by side where one filter's chain set
- * the pace (LeNet-5's first layer: 784 adds of 4 cycles each, per sample). */
-static void __attribute__((target("avx512f"))) bias_sums_avx512(float *db, const float *dy, int n,
-                                                              int F, int NP)
+/* The bias sums of n samples on AVX-512 (layers.h), the same bits as the
+ * plain loops sample after sample: each sample's sums in k order from +0,
+ * added to db in sample order. The lanes are 16 samples: their rows of 16
+ * positions are transposed in registers and summed a position at a time, so
+ * 16 chains of dependent adds run side by side where one filter's chain set
+ * the pace (LeNet-5's first layer: 784 adds of 4 cycles each, per sample).
+ * With y, a term is dy where y > 0 and +0 elsewhere. */
+void __attribute__((target("avx512f"))) bias_sums_avx512(float *db, const float *dy,
+                                                         const float *y, int n, int F, int NP)
 {
     const size_t per = (size_t)F * NP;
     for (int s0 = 0; s0 < n; s0 += 16) {
@@ -623,9 +624,14 @@ static void __attribute__((target("avx512f"))) bias_sums_avx512(float *db, const
                 const int nk = NP - k0 < 16 ? NP - k0 : 16;
                 const __mmask16 mk = lanes16(nk);
                 __m512 r[16];
-                for (int i = 0; i < 16; i++)
-                    r[i] = i < ns ? _mm512_maskz_loadu_ps(mk, g + i * per + k0)
-                                  : _mm512_setzero_ps();
+                for (int i = 0; i < 16; i++) {
+                    const size_t at = (size_t)(g - dy) + i * per + k0;
+                    __mmask16 m = i < ns ? mk : 0;
+                    if (y)
+                        m = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, y + at),
+                                                    _mm512_setzero_ps(), _CMP_GT_OQ);
+                    r[i] = _mm512_maskz_loadu_ps(m, dy + at);
+                }
                 transpose16(r);
                 for (int k = 0; k < nk; k++)
                     acc = _mm512_add_ps(acc, r[k]);
@@ -641,7 +647,7 @@ static void __attribute__((target("avx512f"))) bias_sums_avx512(float *db, const
 static void bias_sums_batch(float *db, const float *dy, int n, int F, int NP)
 {
     if (isa_current() == ISA_AVX512) {
-        bias_sums_avx512(db, dy, n, F, NP);
+        bias_sums_avx512(db, dy, NULL, n, F, NP);
         return;
     }
     for (int s = 0; s < n; s++)

@@ -558,6 +558,10 @@ bias_block(float *db, const float *dy, const float *y, int NF, int pooled)
 
 static void winner_bias(float *db, const float *dy, const float *y, int n, int F, int pooled)
 {
+    if (isa_current() == ISA_AVX512) {
+        bias_sums_avx512(db, dy, y, n, F, pooled);
+        return;
+    }
     for (int s = 0; s < n; s++)
         for (int f0 = 0; f0 < F; f0 += 8) {
             const size_t o = ((size_t)s * F + f0) * pooled;

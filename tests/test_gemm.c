@@ -231,6 +231,7 @@ static void test_conv_pool_paths(void **state)
     conv_pool_paths_case(1, 1, 40, 40, 4, 3, 1, 2, 1, 1);  /* winners in several runs */
     conv_pool_paths_case(2, 3, 15, 15, 4, 3, 2, 2, 2, 1);  /* stride 2 */
     conv_pool_paths_case(2, 2, 14, 14, 3, 7, 1, 3, 2, 1);  /* K = 7, overlapping pools */
+    conv_pool_paths_case(18, 1, 9, 9, 3, 3, 1, 2, 2, 0);  /* bias sums: 16 + 2 samples */
     unsetenv("DPCNN_ISA");
     assert_int_equal(isa_select_again(), 0);
 }
