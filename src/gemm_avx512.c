@@ -106,14 +106,21 @@ tile(int NV, int TAIL, int mr, int K, const float *A, ptrdiff_t ams, ptrdiff_t a
 }
 
 /* One function per tile shape, the rows, vectors and tail literals: a tile
- * of fewer than MR rows (the last of M = 25) does only its own rows' work. */
+ * of fewer than MR rows (the last of M = 25) does only its own rows' work.
+ * Each runs nb tiles down the rows, one after another: no call per tile,
+ * which weighed where K is short (16 to 25 terms, a few hundred cycles a
+ * tile). */
 #define TILE_FN(NV, T, MRL)                                                                    \
-    static TARGET void tile_##NV##_##T##_##MRL(int K, const float *A, ptrdiff_t ams,           \
+    static TARGET void tile_##NV##_##T##_##MRL(int nb, int K, const float *A, ptrdiff_t ams,   \
                                                ptrdiff_t aks, const float *B,                  \
                                                const ptrdiff_t *boff, ptrdiff_t ldb, float *C, \
                                                ptrdiff_t ldc, __mmask16 kt, GemmStart st)      \
     {                                                                                          \
-        tile(NV, T, MRL, K, A, ams, aks, B, boff, ldb, C, ldc, kt, st);                        \
+        for (int b = 0; b < nb; b++) {                                                         \
+            const GemmStart sb = {st.from_c, st.c0 ? st.c0 + b * MR : NULL};                   \
+            tile(NV, T, MRL, K, A + (ptrdiff_t)b * MR * ams, ams, aks, B, boff, ldb,           \
+                 C + (ptrdiff_t)b * MR * ldc, ldc, kt, sb);                                    \
+        }                                                                                      \
     }
 #define TILE_ROWS(NV, T)                                                                       \
     TILE_FN(NV, T, 1)                                                                          \
@@ -129,8 +136,8 @@ TILE_ROWS(4, 1)
 #undef TILE_ROWS
 #undef TILE_FN
 
-typedef void (*Tile)(int, const float *, ptrdiff_t, ptrdiff_t, const float *, const ptrdiff_t *,
-                     ptrdiff_t, float *, ptrdiff_t, __mmask16, GemmStart);
+typedef void (*Tile)(int, int, const float *, ptrdiff_t, ptrdiff_t, const float *,
+                     const ptrdiff_t *, ptrdiff_t, float *, ptrdiff_t, __mmask16, GemmStart);
 #define TILE_ROW(NV, T)                                                                        \
     {tile_##NV##_##T##_1, tile_##NV##_##T##_2, tile_##NV##_##T##_3,                            \
      tile_##NV##_##T##_4, tile_##NV##_##T##_5, tile_##NV##_##T##_6}
@@ -154,11 +161,14 @@ TARGET void gemm_avx512(int M, int N, int K, const float *A, ptrdiff_t ams, ptrd
         const int tail = w % 16 != 0;
         const __mmask16 kt = lanes16(w - 16 * (nv - 1));
         /* a column offset into B: every row pointer moves by n0 */
-        for (int m0 = 0; m0 < M; m0 += MR) {
-            const int mr = M - m0 < MR ? M - m0 : MR;
+        const int full = M / MR, rest = M % MR, m0 = full * MR;
+        if (full)
+            tiles[tail][nv - 1][MR - 1](full, K, A, ams, aks, B + n0, boff, ldb, C + n0, ldc, kt,
+                                        start);
+        if (rest) {
             const GemmStart st = {start.from_c, start.c0 ? start.c0 + m0 : NULL};
-            tiles[tail][nv - 1][mr - 1](K, A + (ptrdiff_t)m0 * ams, ams, aks, B + n0, boff, ldb,
-                                        C + (ptrdiff_t)m0 * ldc + n0, ldc, kt, st);
+            tiles[tail][nv - 1][rest - 1](1, K, A + (ptrdiff_t)m0 * ams, ams, aks, B + n0, boff,
+                                          ldb, C + (ptrdiff_t)m0 * ldc + n0, ldc, kt, st);
         }
     }
 }
