@@ -165,6 +165,7 @@ static void test_conv_stride1(void **state)
     conv_case(2, 3, 9, 7, 4, 3, 1, 0, 1, 1);   /* K=3, odd sizes, OW 5 */
     conv_case(2, 2, 7, 7, 3, 5, 1, 0, 1, 1);   /* K=5, OW 3 */
     conv_case(2, 2, 6, 19, 3, 3, 1, 0, 1, 1);  /* OW 17: pieces of 8 and an overlapping one */
+    conv_case(2, 2, 12, 16, 3, 7, 1, 0, 1, 1); /* OW 10, unrolled: two overlapping pieces */
     conv_case(2, 5, 6, 7, 3, 1, 1, 0, 1, 1);   /* K=1 (pointwise) */
     conv_case(2, 2, 9, 8, 3, 4, 1, 0, 1, 0);   /* K=4 (generic), no bias */
 }
