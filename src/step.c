@@ -154,10 +154,8 @@ static int reduce_exact(Stepper *st, Dist *d, float *grads, StepSums *sums, int 
 #pragma omp parallel for num_threads(st->threads) schedule(static)
     for (int p = 0; p < st->npieces; p++) {
         const size_t off = st->piece_off[p], len = st->piece_len[p];
-        memset(acc + off, 0, sizeof(int64_t) * len);
-        for (int k = 0; k < nmicro; k++)
-            xsum_add_f32(acc + off, st->slot_grads + (size_t)k * NPARAM + off, len,
-                         shift[st->piece_tensor[p]]);
+        xsum_sum_f32(acc + off, st->slot_grads + off, NPARAM, nmicro, len,
+                     shift[st->piece_tensor[p]]);
     }
     acc[NPARAM] = acc[NPARAM + 1] = 0;
     for (int k = 0; k < nmicro; k++) {

@@ -155,6 +155,38 @@ static void test_xsum_order_free(void **state)
         free(part[g]);
 }
 
+/* The slots summed in one pass (xsum_sum_f32, reduce_exact's) are zeroing
+ * and adding them one after another, bit for bit: 0 to 4 slots, a length
+ * that crosses its chunks, slots further apart than their length. */
+static void test_xsum_slots(void **state)
+{
+    (void)state;
+    enum { N = 1300, STRIDE = 1337, SLOTS = 4 };
+    Rng r;
+    rng_init(&r, 9, 9, 10);
+    float *v = malloc(sizeof(float) * STRIDE * SLOTS);
+    for (int i = 0; i < STRIDE * SLOTS; i++)
+        v[i] = (rng_uniform(&r) - 0.5f) * ldexpf(1.0f, (int)(rng_below(&r, 40)) - 30);
+    const int shift = xsum_shift(xsum_exponent_f32(v, STRIDE * SLOTS), SLOTS);
+    int64_t *want = malloc(sizeof(int64_t) * N), *got = malloc(sizeof(int64_t) * N);
+    for (int nslots = 0; nslots <= SLOTS; nslots++) {
+        memset(want, 0, sizeof(int64_t) * N);
+        for (int k = 0; k < nslots; k++)
+            xsum_add_f32(want, v + (size_t)k * STRIDE, N, shift);
+        for (int i = 0; i < N; i++)
+            got[i] = 12345; /* written, not added to */
+        xsum_sum_f32(got, v, STRIDE, nslots, N, shift);
+        assert_memory_equal(got, want, sizeof(int64_t) * N);
+    }
+    int nonzero = 0; /* and the sums are not all zero */
+    for (int i = 0; i < N; i++)
+        nonzero += want[i] != 0;
+    assert_true(nonzero > N / 2);
+    free(v);
+    free(want);
+    free(got);
+}
+
 static void test_xsum_special(void **state)
 {
     (void)state;
@@ -270,7 +302,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_splitmix_reference), cmocka_unit_test(test_uniform_and_below),
         cmocka_unit_test(test_permutation),        cmocka_unit_test(test_model_init),
-        cmocka_unit_test(test_xsum_order_free),    cmocka_unit_test(test_xsum_special),
+        cmocka_unit_test(test_xsum_order_free),
+        cmocka_unit_test(test_xsum_slots),    cmocka_unit_test(test_xsum_special),
         cmocka_unit_test(test_schedule_partition), cmocka_unit_test(test_parts),
         cmocka_unit_test(test_exp_log),
     };
