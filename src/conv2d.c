@@ -548,37 +548,50 @@ static void window_strips(float *G, const float *xs, const ConvShape *c)
         strips(G, xs, c, c->K, 0);
 }
 
-/* db[f] += sum over k of dy[f][k], each filter's sum in k order. Up to eight
- * filters side by side (NF a literal: the sums stay in registers), or each
- * sum's chain of dependent adds sets the pace (a fifth of lenet5's first
- * backward convolution). */
-static inline __attribute__((always_inline)) void bias_block(float *db, const float *dy, int NF,
-                                                             int NP)
+/* db[f] += sum over k of dy[f][k] (with y, the terms where y[f][k] > 0; a
+ * term that does not pass adds +0, which changes no such sum: it starts at +0
+ * and so is never -0, the one value x + 0 would change), each filter's sum in
+ * k order from +0. Up to eight filters side by side (NF and masked literals:
+ * the sums stay in registers), or each sum's chain of dependent adds sets
+ * the pace (a fifth of lenet5's first backward convolution). The mask works
+ * on the bits: a branch here is a coin flip, mispredicted half the time. */
+static inline __attribute__((always_inline)) void
+bias_block(float *db, const float *dy, const float *y, int NF, int NP, int masked)
 {
     float acc[8] = {0};
     for (int k = 0; k < NP; k++)
 #pragma GCC unroll 8
-        for (int f = 0; f < NF; f++)
-            acc[f] += dy[(size_t)f * NP + k];
+        for (int f = 0; f < NF; f++) {
+            const size_t o = (size_t)f * NP + k;
+            uint32_t bits;
+            memcpy(&bits, &dy[o], sizeof bits);
+            if (masked)
+                bits &= -(uint32_t)(y[o] > 0.0f);
+            float g;
+            memcpy(&g, &bits, sizeof g);
+            acc[f] += g;
+        }
 #pragma GCC unroll 8
     for (int f = 0; f < NF; f++)
         db[f] += acc[f];
 }
 
-static void bias_sums(float *db, const float *dy, int F, int NP)
+/* one sample's filters, eight at a time */
+static inline __attribute__((always_inline)) void
+bias_sample(float *db, const float *dy, const float *y, int F, int NP, int masked)
 {
     for (int f0 = 0; f0 < F; f0 += 8) {
         float *d = db + f0;
-        const float *g = dy + (size_t)f0 * NP;
+        const float *g = dy + (size_t)f0 * NP, *yf = masked ? y + (size_t)f0 * NP : NULL;
         switch (F - f0 < 8 ? F - f0 : 8) {
-        case 1: bias_block(d, g, 1, NP); break;
-        case 2: bias_block(d, g, 2, NP); break;
-        case 3: bias_block(d, g, 3, NP); break;
-        case 4: bias_block(d, g, 4, NP); break;
-        case 5: bias_block(d, g, 5, NP); break;
-        case 6: bias_block(d, g, 6, NP); break;
-        case 7: bias_block(d, g, 7, NP); break;
-        default: bias_block(d, g, 8, NP); break;
+        case 1: bias_block(d, g, yf, 1, NP, masked); break;
+        case 2: bias_block(d, g, yf, 2, NP, masked); break;
+        case 3: bias_block(d, g, yf, 3, NP, masked); break;
+        case 4: bias_block(d, g, yf, 4, NP, masked); break;
+        case 5: bias_block(d, g, yf, 5, NP, masked); break;
+        case 6: bias_block(d, g, yf, 6, NP, masked); break;
+        case 7: bias_block(d, g, yf, 7, NP, masked); break;
+        default: bias_block(d, g, yf, 8, NP, masked); break;
         }
     }
 }
@@ -611,28 +624,28 @@ static inline __attribute__((target("avx512f"), always_inline)) void transpose16
     }
 }
 
-/* The bias sums of n samples on AVX-512 (layers.h), the same bits as the
- * plain loops sample after sample: each sample's sums in k order from +0,
- * added to db in sample order. The lanes are 16 samples: their rows of 16
- * positions are transposed in registers and summed a position at a time, so
- * 16 chains of dependent adds run side by side where one filter's chain set
- * the pace (LeNet-5's first layer: 784 adds of 4 cycles each, per sample).
- * With y, a term is dy where y > 0 and +0 elsewhere. */
-void __attribute__((target("avx512f"))) bias_sums_avx512(float *db, const float *dy,
-                                                         const float *y, int n, int F, int NP)
+/* The same sums on AVX-512, the same bits as the plain loops sample after
+ * sample: each sample's sums in k order from +0, added to db in sample
+ * order. The lanes are 16 samples: their rows of 16 positions are
+ * transposed in registers and summed a position at a time, so 16 chains of
+ * dependent adds run side by side where one filter's chain set the pace
+ * (LeNet-5's first layer: 784 adds of 4 cycles each, per sample). */
+static void __attribute__((target("avx512f"))) bias_sums_avx512(float *db, const float *dy,
+                                                                const float *y, int n, int F,
+                                                                int NP)
 {
     const size_t per = (size_t)F * NP;
     for (int s0 = 0; s0 < n; s0 += 16) {
         const int ns = n - s0 < 16 ? n - s0 : 16;
         for (int f = 0; f < F; f++) {
-            const float *g = dy + (size_t)s0 * per + (size_t)f * NP;
+            const size_t base = (size_t)s0 * per + (size_t)f * NP;
             __m512 acc = _mm512_setzero_ps();
             for (int k0 = 0; k0 < NP; k0 += 16) {
                 const int nk = NP - k0 < 16 ? NP - k0 : 16;
                 const __mmask16 mk = lanes16(nk);
                 __m512 r[16];
                 for (int i = 0; i < 16; i++) {
-                    const size_t at = (size_t)(g - dy) + i * per + k0;
+                    const size_t at = base + i * per + k0;
                     __mmask16 m = i < ns ? mk : 0;
                     if (y)
                         m = _mm512_mask_cmp_ps_mask(m, _mm512_maskz_loadu_ps(m, y + at),
@@ -651,14 +664,18 @@ void __attribute__((target("avx512f"))) bias_sums_avx512(float *db, const float 
     }
 }
 
-static void bias_sums_batch(float *db, const float *dy, int n, int F, int NP)
+void bias_sums(float *db, const float *dy, const float *y, int n, int F, int NP)
 {
     if (isa_current() == ISA_AVX512) {
-        bias_sums_avx512(db, dy, NULL, n, F, NP);
+        bias_sums_avx512(db, dy, y, n, F, NP);
         return;
     }
+    const size_t per = (size_t)F * NP;
     for (int s = 0; s < n; s++)
-        bias_sums(db, dy + (size_t)s * F * NP, F, NP);
+        if (y)
+            bias_sample(db, dy + (size_t)s * per, y + (size_t)s * per, F, NP, 1);
+        else
+            bias_sample(db, dy + (size_t)s * per, NULL, F, NP, 0);
 }
 
 /* dw's patches are made in bands of output rows of about this many floats
@@ -691,7 +708,7 @@ void conv2d_backward(float *dx, float *dw, float *db, float *scratch, const floa
                       (c->K == 5 || c->K == 3) && (size_t)16 * ((size_t)R + NP) <= big;
     float *dwT = colT, *dyT = colT + (size_t)16 * R;
     if (db)
-        bias_sums_batch(db, dy, n, F, NP);
+        bias_sums(db, dy, NULL, n, F, NP);
     if (lanes)
         dw_lanes_load(dwT, dw, F, R);
     /* one input channel: dw from the window strips (window_strips), in

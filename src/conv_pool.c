@@ -528,53 +528,6 @@ static TARGET_512 void rows_avx512(float *dx, float *dw, const float *dy,
     }
 }
 
-/* db[f] += the sum of dy over filter f's winners that pass the ReLU, sample
- * by sample, each sum from zero in window order. Adding 0 for the windows
- * that do not pass changes no such sum (it starts at +0 and so is never -0,
- * the one value x + 0 would change), which lets up to eight filters' sums
- * run side by side, each a chain of dependent adds, without a list of winners:
- * one filter's chain alone set the pace of the first layer. */
-static inline __attribute__((always_inline)) void
-bias_block(float *db, const float *dy, const float *y, int NF, int pooled)
-{
-    float acc[8] = {0};
-    for (int k = 0; k < pooled; k++)
-#pragma GCC unroll 8
-        for (int f = 0; f < NF; f++) {
-            /* dy, or +0 where the window does not pass: by masking its bits
-             * (a branch here is a coin flip, and mispredicted half the time) */
-            const size_t o = (size_t)f * pooled + k;
-            uint32_t bits;
-            memcpy(&bits, &dy[o], sizeof bits);
-            bits &= -(uint32_t)(y[o] > 0.0f);
-            float g;
-            memcpy(&g, &bits, sizeof g);
-            acc[f] += g;
-        }
-#pragma GCC unroll 8
-    for (int f = 0; f < NF; f++)
-        db[f] += acc[f];
-}
-
-static void winner_bias(float *db, const float *dy, const float *y, int n, int F, int pooled)
-{
-    if (isa_current() == ISA_AVX512) {
-        bias_sums_avx512(db, dy, y, n, F, pooled);
-        return;
-    }
-    for (int s = 0; s < n; s++)
-        for (int f0 = 0; f0 < F; f0 += 8) {
-            const size_t o = ((size_t)s * F + f0) * pooled;
-            switch (imin(8, F - f0)) {
-#define BIAS_CASE(NF)                                                                            \
-    case NF: bias_block(db + f0, dy + o, y + o, NF, pooled); break;
-                BIAS_CASE(1) BIAS_CASE(2) BIAS_CASE(3) BIAS_CASE(4)
-                BIAS_CASE(5) BIAS_CASE(6) BIAS_CASE(7) BIAS_CASE(8)
-#undef BIAS_CASE
-            }
-        }
-}
-
 void conv_pool_backward(float *dx, float *dw, float *db, const float *dy, const float *y,
                         const int32_t *arg, const float *x, const float *w, int n,
                         const ConvShape *c, const PoolShape *p)
@@ -582,7 +535,7 @@ void conv_pool_backward(float *dx, float *dw, float *db, const float *dy, const 
     /* (C*K*K <= ACC_FLOATS also bounds rows_fma's C*K row offsets) */
     const int rows = c->P == 0 && c->K <= 8 && (int64_t)c->C * c->K * c->K <= ACC_FLOATS;
     if (db)
-        winner_bias(db, dy, y, n, c->F, p->OH * p->OW);
+        bias_sums(db, dy, y, n, c->F, p->OH * p->OW); /* over the winners that pass */
     if (isa_current() == ISA_GENERIC)
         general_classes(dx, dw, dy, y, arg, x, w, n, c, p, 1);
     else if (rows && isa_current() == ISA_AVX512 && (int64_t)c->OH * c->OW < 65536)
@@ -598,6 +551,6 @@ void conv_pool_backward_blas(float *dx, float *dw, float *db, const float *dy, c
                              const ConvShape *c, const PoolShape *p)
 {
     if (db)
-        winner_bias(db, dy, y, n, c->F, p->OH * p->OW);
+        bias_sums(db, dy, y, n, c->F, p->OH * p->OW); /* over the winners that pass */
     general_classes(dx, dw, dy, y, arg, x, w, n, c, p, 0);
 }

@@ -67,8 +67,9 @@ void conv_im2col(float *col, const float *x, const ConvShape *c);
 void conv_col2im_add(float *dx, const float *dcol, const ConvShape *c);
 /* db[f] += the sums over positions k < NP of dy[s][f][k] (dy [n][F][NP]; with
  * y, only the terms where y[s][f][k] > 0), each sample's sum in k order from
- * +0, added in sample order: the bias gradient on AVX-512 (conv2d.c). */
-void bias_sums_avx512(float *db, const float *dy, const float *y, int n, int F, int NP);
+ * +0, added in sample order: a convolution's bias gradient (conv2d.c), the
+ * same bits on every path. */
+void bias_sums(float *db, const float *dy, const float *y, int n, int F, int NP);
 /* The transpose, colT[(i,j)][(c,p,q)] [(i1-i0)*OW, C*K*K] for output rows
  * i0 <= i < i1: one row per output position, its input patch (what
  * conv2d_backward multiplies by for dw). */
