@@ -700,6 +700,7 @@ void conv2d_backward(float *dx, float *dw, float *db, float *scratch, const floa
     cp.H = Hp;
     cp.W = Wp;
     cp.P = 0;
+    const ConvShape *cs = c->P > 0 ? &cp : c; /* the shape of what xs points to below */
     if (c->P > 0)
         memset(pad, 0, sizeof(float) * (size_t)c->C * Hp * Wp);
     /* 12 to 16 filters on AVX-512: dw with the filters in the lanes, from the
@@ -734,13 +735,12 @@ void conv2d_backward(float *dx, float *dw, float *db, float *scratch, const floa
         if (lanes) {
             dw_lanes(dwT, dyT, dy_s, xs, F, c->C, Hp, Wp, c->OH, c->OW, c->K);
         } else if (one_channel) {
-            window_strips(G, xs, c->P > 0 ? &cp : c);
+            window_strips(G, xs, cs);
             gemm_acc(F, R, NP, dy_s, NP, 1, G, goff, 0, dw, R);
         } else {
             /* a band of output rows at a time, its patches still in L1 when
              * the product reads them; dw takes each sum's terms in k order
              * across the bands, as in one product */
-            const ConvShape *cs = c->P > 0 ? &cp : c;
             const int OW = c->OW;
             int band = BAND_FLOATS / (OW * R);
             band = band < 1 ? 1 : band;

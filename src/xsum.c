@@ -125,27 +125,22 @@ void xsum_add_f32(int64_t *acc, const float *v, size_t n, int shift)
         add_f32(acc, v, n, scale);
 }
 
-/* The slots' sums in one pass over acc: chunk by chunk (its int64 stay in L1
- * while every slot adds into them), the first slot's values written, the
- * others added. Integers add in any order, so this is bit for bit zeroing acc
- * and adding the slots one after another, with a third of the memory traffic
- * (acc was read and written once per slot, from L2 for a network's worth). */
+/* The slots' sums in one pass over acc: chunk by chunk, zeroed and then
+ * added into by every slot while its int64 stay in L1. Integers add in any
+ * order, so this is bit for bit zeroing acc and adding the slots one after
+ * another, with a third of the memory traffic (acc was read and written once
+ * per slot, from L2 for a network's worth). */
 enum { SUM_CHUNK = 512 };
 
-static inline __attribute__((always_inline)) void sum_f32(int64_t *restrict acc,
-                                                          const float *restrict v,
+static inline __attribute__((always_inline)) void sum_f32(int64_t *acc, const float *v,
                                                           size_t stride, int nslots, size_t n,
                                                           double scale)
 {
-    const int64_t mbits = bits_of(MAGIC);
     for (size_t i0 = 0; i0 < n; i0 += SUM_CHUNK) {
         const size_t len = n - i0 < SUM_CHUNK ? n - i0 : SUM_CHUNK;
-        int64_t *restrict a = acc + i0;
-        const float *restrict v0 = v + i0;
-        for (size_t i = 0; i < len; i++)
-            a[i] = nslots > 0 ? bits_of((double)v0[i] * scale + MAGIC) - mbits : 0;
-        for (int k = 1; k < nslots; k++)
-            add_f32(a, v0 + (size_t)k * stride, len, scale);
+        memset(acc + i0, 0, sizeof(int64_t) * len);
+        for (int k = 0; k < nslots; k++)
+            add_f32(acc + i0, v + (size_t)k * stride + i0, len, scale);
     }
 }
 
