@@ -162,6 +162,25 @@ static void test_gemm_paths(void **state)
            isa_supported(ISA_AVX2) ? ", AVX2" : "", isa_supported(ISA_AVX512) ? ", AVX-512" : "");
 }
 
+/* The paths one at a time, for the tests that hold them to each other: path p
+ * (in Isa order) is selected for what follows, as DPCNN_ISA would; 0 if this
+ * CPU lacks it. use_default_path goes back to the best the CPU has. */
+static int use_path(int p)
+{
+    static const char *const names[3] = {"generic", "avx2", "avx512"};
+    if (!isa_supported((Isa)p))
+        return 0;
+    setenv("DPCNN_ISA", names[p], 1);
+    assert_int_equal(isa_select_again(), 0);
+    return 1;
+}
+
+static void use_default_path(void)
+{
+    unsetenv("DPCNN_ISA");
+    assert_int_equal(isa_select_again(), 0);
+}
+
 /* conv_pool_backward on every path from the same inputs: dx, dw and db byte
  * for byte. The shapes reach each route of the kernels (conv_pool.c): filters
  * side by side with a group left over, the local dx copy and dx in place,
@@ -190,7 +209,6 @@ static void conv_pool_paths_case(int n, int C, int H, int W, int F, int K, int S
     for (size_t i = 0; i < ny; i++) /* zeros of both signs among the gradients */
         dy[i] = i % 17 == 0 ? -0.0f : i % 13 == 0 ? 0.0f : rng_uniform(&r) - 0.5f;
     relu_maxpool_forward(y, arg, c, n, &ps);
-    static const char *const names[3] = {"generic", "avx2", "avx512"};
     float *out[3];
     const size_t nout = nx + nw + (size_t)F;
     int paths = 0;
@@ -198,10 +216,8 @@ static void conv_pool_paths_case(int n, int C, int H, int W, int F, int K, int S
         out[p] = malloc(sizeof(float) * nout);
         for (size_t i = 0; i < nout; i++)
             out[p][i] = 0.25f + (float)(i % 7) * 0.125f;
-        if (!isa_supported((Isa)p))
+        if (!use_path(p))
             continue;
-        setenv("DPCNN_ISA", names[p], 1);
-        assert_int_equal(isa_select_again(), 0);
         conv_pool_backward(want_dx ? out[p] : NULL, out[p] + nx, out[p] + nx + nw, dy, y, arg, x,
                            w, n, &cs, &ps);
         if (p > 0)
@@ -232,8 +248,7 @@ static void test_conv_pool_paths(void **state)
     conv_pool_paths_case(2, 3, 15, 15, 4, 3, 2, 2, 2, 1);  /* stride 2 */
     conv_pool_paths_case(2, 2, 14, 14, 3, 7, 1, 3, 2, 1);  /* K = 7, overlapping pools */
     conv_pool_paths_case(18, 1, 9, 9, 3, 3, 1, 2, 2, 0);  /* bias sums: 16 + 2 samples */
-    unsetenv("DPCNN_ISA");
-    assert_int_equal(isa_select_again(), 0);
+    use_default_path();
 }
 
 /* The 2x2 max-pool (and ReLU + max-pool) on every path from the same planes:
@@ -245,7 +260,6 @@ static void test_pool_paths(void **state)
     (void)state;
     Rng r;
     rng_init(&r, 6, 0, 0);
-    static const char *const names[3] = {"generic", "avx2", "avx512"};
     int shapes = 0;
     for (int H = 2; H <= 9; H += 7)
         for (int W = 2; W <= 71; W += 3) {
@@ -265,10 +279,8 @@ static void test_pool_paths(void **state)
                 for (int p = 0; p < 3; p++) {
                     y[relu][p] = malloc(sizeof(float) * ny);
                     a[relu][p] = malloc(sizeof(int32_t) * ny);
-                    if (!isa_supported((Isa)p))
+                    if (!use_path(p))
                         continue;
-                    setenv("DPCNN_ISA", names[p], 1);
-                    assert_int_equal(isa_select_again(), 0);
                     (relu ? relu_maxpool_forward : maxpool_forward)(y[relu][p], a[relu][p], x, n,
                                                                      &ps);
                     if (p == 0)
@@ -284,8 +296,7 @@ static void test_pool_paths(void **state)
             free(x);
             shapes++;
         }
-    unsetenv("DPCNN_ISA");
-    assert_int_equal(isa_select_again(), 0);
+    use_default_path();
     printf("  %d shapes, max-pool and ReLU + max-pool: every path gives the same values and "
            "winners\n", shapes);
 }
@@ -316,7 +327,6 @@ static void test_adam_paths(void **state)
 {
     (void)state;
     enum { N = 16 * 256 + 7 };
-    static const char *const names[3] = {"generic", "avx2", "avx512"};
     Rng r;
     rng_init(&r, 7, 0, 0);
     static float p0[N], m0[N], v0[N], g[N], p[3][N], m[3][N], v[3][N];
@@ -331,10 +341,8 @@ static void test_adam_paths(void **state)
     const double lrs[3] = {0.01, 1e-3, 1e-37};
     int paths = 0, subnormal = 0;
     for (int q = 0; q < 3; q++) {
-        if (!isa_supported((Isa)q))
+        if (!use_path(q))
             continue;
-        setenv("DPCNN_ISA", names[q], 1);
-        assert_int_equal(isa_select_again(), 0);
         memcpy(p[q], p0, sizeof p0);
         memcpy(m[q], m0, sizeof m0);
         memcpy(v[q], v0, sizeof v0);
@@ -354,8 +362,7 @@ static void test_adam_paths(void **state)
         subnormal += m[0][i] != 0 && fabsf(m[0][i]) < FLT_MIN;
     assert_true(subnormal > 100); /* the rounding to subnormals was compared */
     assert_true(memcmp(p[0], p0, sizeof p0) != 0);
-    unsetenv("DPCNN_ISA");
-    assert_int_equal(isa_select_again(), 0);
+    use_default_path();
     printf("  Adam, %d elements with zeros, subnormals and tiny values (%d subnormal m's at the "
            "end): %d paths agree\n", N, subnormal, paths);
 }
@@ -372,7 +379,6 @@ static void test_relu_avgpool_paths(void **state)
     (void)state;
     Rng r;
     rng_init(&r, 8, 0, 0);
-    static const char *const names[3] = {"generic", "avx2", "avx512"};
     int shapes = 0;
     for (int K = 2; K <= 3; K++)
         for (int W = K; W <= 71; W += K == 2 ? 5 : 7) {
@@ -397,8 +403,7 @@ static void test_relu_avgpool_paths(void **state)
                     dx[p][i] = i % 3 ? NAN : -0.0f - (float)i;
             }
             /* the reference: the two layers apart, plain C */
-            setenv("DPCNN_ISA", "generic", 1);
-            assert_int_equal(isa_select_again(), 0);
+            use_path(ISA_GENERIC);
             float *want_y = malloc(sizeof(float) * ny), *want_dx = malloc(sizeof(float) * nx);
             relu_forward(relu, x, nx);
             avgpool_forward(want_y, relu, n, &ps);
@@ -407,10 +412,8 @@ static void test_relu_avgpool_paths(void **state)
             memset(want_dx, 0, sizeof(float) * nx);
             relu_backward(want_dx, tmp, relu, nx);
             for (int p = 0; p < 3; p++) {
-                if (!isa_supported((Isa)p))
+                if (!use_path(p))
                     continue;
-                setenv("DPCNN_ISA", names[p], 1);
-                assert_int_equal(isa_select_again(), 0);
                 relu_avgpool_forward(y[p], x, n, &ps);
                 relu_avgpool_backward(dx[p], dy, x, n, &ps);
                 assert_memory_equal(y[p], want_y, sizeof(float) * ny);
@@ -423,8 +426,7 @@ static void test_relu_avgpool_paths(void **state)
             free(x); free(dy); free(relu); free(tmp); free(want_y); free(want_dx);
             shapes++;
         }
-    unsetenv("DPCNN_ISA");
-    assert_int_equal(isa_select_again(), 0);
+    use_default_path();
     printf("  %d shapes, ReLU + average pool: every path gives the two layers' bits\n", shapes);
 }
 
@@ -456,7 +458,6 @@ static void conv_paths_case(int n, int C, int H, int W, int F, int K, int P, int
         b[i] = rng_uniform(&r) - 0.5f;
     for (size_t i = 0; i < ny; i++) /* zeros among the gradients, as a ReLU leaves */
         dy[i] = i % 7 == 0 ? 0.0f : rng_uniform(&r) - 0.5f;
-    static const char *const names[3] = {"generic", "avx2", "avx512"};
     float *out[3];
     const size_t nout = ny + nx + nw + (size_t)F;
     int paths = 0;
@@ -465,10 +466,8 @@ static void conv_paths_case(int n, int C, int H, int W, int F, int K, int P, int
         memset(out[p], 0, sizeof(float) * (ny + nx));
         for (size_t i = ny + nx; i < nout; i++)
             out[p][i] = 0.25f + (float)(i % 7) * 0.125f;
-        if (!isa_supported((Isa)p))
+        if (!use_path(p))
             continue;
-        setenv("DPCNN_ISA", names[p], 1);
-        assert_int_equal(isa_select_again(), 0);
         conv2d_forward(out[p], scratch, x, w, b, n, &cs);
         conv2d_backward(want_dx ? out[p] + ny : NULL, out[p] + ny + nx, out[p] + ny + nx + nw,
                         scratch, dy, x, w, n, &cs);
@@ -498,8 +497,7 @@ static void test_conv_paths(void **state)
     conv_paths_case(2, 4, 12, 12, 12, 5, 0, 1); /* the tutorial's second: unrolled forward */
     conv_paths_case(2, 2, 10, 10, 17, 3, 0, 1); /* more filters than lanes */
     conv_paths_case(18, 1, 9, 9, 6, 3, 1, 0);   /* the bias sums over 16 + 2 samples */
-    unsetenv("DPCNN_ISA");
-    assert_int_equal(isa_select_again(), 0);
+    use_default_path();
 }
 
 int main(void)
