@@ -57,11 +57,9 @@ struct Dist {
     MPI_Request note_req;
     int note_in; /* NOTE_QUERY or NOTE_ANSWER */
     char *answered;
-    /* dist_sum_int64's shared-memory window (ranks all on one node) */
-    int shm;           /* 0 not tried yet, 1 in use, -1 not available */
+    /* dist_shared_alloc's window (ranks all on one node) */
+    int shm; /* 1 while there is one */
     MPI_Win shm_win;
-    size_t shm_cap;    /* int64 slots per rank's contribution */
-    int64_t **shm_seg; /* each rank's contribution, then its chunk of the sum */
 };
 
 static Dist *g_world; /* for the fatal hook */
@@ -485,65 +483,44 @@ void dist_max_int(Dist *d, int *v, int n)
 {
     if (d->local)
         return;
+    if (d->shm == 1) /* a barrier for the shared window too (dist.h) */
+        MPI_Win_sync(d->shm_win);
     COLLECTIVE(d, MPI_Iallreduce, MPI_IN_PLACE, v, n, MPI_INT, MPI_MAX, d->comm);
+    if (d->shm == 1)
+        MPI_Win_sync(d->shm_win);
 }
 
-/* ---- Sums of int64 among the ranks of one node ----
- * When every rank shares one node's memory, an MPI_Iallreduce of a step's
- * gradients (33,000 int64 for the tutorial) moved them through Open MPI's
- * pipeline at about 3.5 GB/s: 74 us a step at np = 2, a sixth of the step.
- * Through a shared window it is a reduce-scatter by plain loads: every rank
- * has its contributions in its own segment (written there in place, see
- * dist_sum_int64_buffer); after a barrier, rank r adds everybody's slots of
- * its chunk (r/P of the array) into that chunk of one result array (in rank
- * 0's segment); after a second barrier every rank reads the result where it
- * lies. The sums are of integers, so any order gives the same bits as MPI's.
- * The barriers are nonblocking and polled like every collective here, so a
- * silent rank is still named. Reuse is safe: a rank writes its contributions
- * again, and its chunk of the result, only after the next call's first
- * barrier, which no rank passes before it has read the last result and every
- * contribution it needed. Across nodes, and where the window cannot be made,
- * the sum is MPI_Iallreduce's. */
-#define SHM_MIN_SLOTS 4096 /* below this the allreduce's latency is the smaller */
-
+/* ---- Memory shared by the ranks of one node ----
+ * One MPI shared-memory window per Dist, a segment per rank: the exact sum
+ * of the gradients reads every rank's slots straight from it (step.c). The
+ * barrier is nonblocking and polled like every collective here, so a silent
+ * rank is still named; MPI_Win_sync on both sides of it orders the stores. */
 static void shm_release(Dist *d)
 {
     if (d->shm != 1)
         return;
     MPI_Win_unlock_all(d->shm_win);
     MPI_Win_free(&d->shm_win);
-    free(d->shm_seg);
-    d->shm_seg = NULL;
-    d->shm_cap = 0;
     d->shm = 0;
 }
 
-/* A window with room for n slots per rank (collective: every rank asks for
- * the same n, since every rank makes the same calls); 0 if it is ready. */
-static int shm_ready(Dist *d, size_t n)
+int dist_shared_alloc(Dist *d, size_t bytes, void **seg)
 {
-    if (d->shm == 1 && n <= d->shm_cap)
-        return 0;
-    if (d->shm < 0)
+    if (d->local || d->size == 1)
         return -1;
     int node_size; /* (local_size is not it in a group of dist_split) */
     MPI_CHECK(d, MPI_Comm_size(d->node, &node_size));
-    if (node_size != d->size) {
-        d->shm = -1;
+    if (node_size != d->size)
         return -1;
-    }
     shm_release(d);
-    const size_t cap = (n + 4095) & ~(size_t)4095;
-    /* every rank's contributions; rank 0's segment also holds the result */
-    const size_t slots = d->rank == 0 ? 2 * cap : cap;
     MPI_Info info;
     MPI_Info_create(&info);
     MPI_Info_set(info, "alloc_shared_noncontig", "true");
-    int64_t *mine = NULL;
+    void *mine = NULL;
     /* blocking, like communicator creation: the watchdog knows we wait */
     watchdog_waiting(1);
-    int rc = MPI_Win_allocate_shared((MPI_Aint)(slots * sizeof(int64_t)), (int)sizeof(int64_t),
-                                     info, d->comm, &mine, &d->shm_win);
+    int rc = MPI_Win_allocate_shared((MPI_Aint)(bytes > 0 ? bytes : 1), 1, info, d->comm, &mine,
+                                     &d->shm_win);
     watchdog_waiting(0);
     MPI_Info_free(&info);
     int failed = rc != MPI_SUCCESS;
@@ -551,70 +528,39 @@ static int shm_ready(Dist *d, size_t n)
     if (failed) {
         if (rc == MPI_SUCCESS)
             MPI_Win_free(&d->shm_win);
-        d->shm = -1;
         return -1;
     }
-    d->shm_seg = XCALLOC(int64_t *, (size_t)d->size);
     for (int q = 0; q < d->size; q++) {
-        MPI_Aint bytes;
+        MPI_Aint got;
         int unit;
-        MPI_CHECK(d, MPI_Win_shared_query(d->shm_win, q, &bytes, &unit, &d->shm_seg[q]));
+        MPI_CHECK(d, MPI_Win_shared_query(d->shm_win, q, &got, &unit, &seg[q]));
     }
     MPI_CHECK(d, MPI_Win_lock_all(MPI_MODE_NOCHECK, d->shm_win));
-    d->shm_cap = cap;
     d->shm = 1;
     return 0;
 }
 
-static void shm_barrier(Dist *d)
+void dist_shared_sync(Dist *d)
 {
-    MPI_Win_sync(d->shm_win); /* this rank's stores, visible to the others */
+    if (d->local || d->size == 1)
+        return;
+    if (d->shm == 1)
+        MPI_Win_sync(d->shm_win); /* this rank's stores, visible to the others */
     COLLECTIVE(d, MPI_Ibarrier, d->comm);
-    MPI_Win_sync(d->shm_win); /* and theirs to this rank */
-}
-
-int64_t *dist_sum_int64_buffer(Dist *d, size_t n)
-{
-    if (d->local || d->size == 1 || n < SHM_MIN_SLOTS || shm_ready(d, n) != 0)
-        return NULL;
-    return d->shm_seg[d->rank];
-}
-
-const int64_t *dist_sum_int64_view(Dist *d, int64_t *v, size_t n)
-{
-    if (d->local || d->size == 1) /* a sum over one rank is what it holds */
-        return v;
-    if (n < SHM_MIN_SLOTS || shm_ready(d, n) != 0) {
-        /* MPI counts are int: reduce in slices for very large buffers. */
-        const size_t slice = (size_t)1 << 28;
-        for (size_t off = 0; off < n; off += slice) {
-            int cnt = (int)(n - off < slice ? n - off : slice);
-            COLLECTIVE(d, MPI_Iallreduce, MPI_IN_PLACE, v + off, cnt, MPI_INT64_T, MPI_SUM,
-                       d->comm);
-        }
-        return v;
-    }
-    const int P = d->size;
-    int64_t *const *seg = d->shm_seg, *sum = seg[0] + d->shm_cap;
-    if (v != seg[d->rank])
-        memcpy(seg[d->rank], v, sizeof(int64_t) * n);
-    shm_barrier(d);
-    const size_t lo = n * (size_t)d->rank / (size_t)P, hi = n * (size_t)(d->rank + 1) / (size_t)P;
-    memcpy(sum + lo, seg[0] + lo, sizeof(int64_t) * (hi - lo));
-    for (int q = 1; q < P; q++) {
-        const int64_t *c = seg[q];
-        for (size_t i = lo; i < hi; i++)
-            sum[i] += c[i];
-    }
-    shm_barrier(d);
-    return sum;
+    if (d->shm == 1)
+        MPI_Win_sync(d->shm_win); /* and theirs to this rank */
 }
 
 void dist_sum_int64(Dist *d, int64_t *v, size_t n)
 {
-    const int64_t *sum = dist_sum_int64_view(d, v, n);
-    if (sum != v)
-        memcpy(v, sum, sizeof(int64_t) * n);
+    if (d->local || d->size == 1) /* a sum over one rank is what it holds */
+        return;
+    /* MPI counts are int: reduce in slices for very large buffers. */
+    const size_t slice = (size_t)1 << 28;
+    for (size_t off = 0; off < n; off += slice) {
+        int cnt = (int)(n - off < slice ? n - off : slice);
+        COLLECTIVE(d, MPI_Iallreduce, MPI_IN_PLACE, v + off, cnt, MPI_INT64_T, MPI_SUM, d->comm);
+    }
 }
 
 void dist_sum_float(Dist *d, float *v, size_t n)

@@ -6,9 +6,12 @@
  *   2. one MPI_MAX over a few integers agrees on the largest exponent of every
  *      tensor's gradient and of the loss (the fixed-point grid), on whether
  *      anything was non-finite, and on whether to stop;
- *   3. every slot is rounded onto the grid and the integers are summed, in
- *      the rank and then with one MPI_SUM over int64: exact, so the same for
- *      any split of the micro-batches over ranks and threads.
+ *   3. every slot is rounded onto the grid and the integers are summed:
+ *      exact, so the same for any split of the micro-batches over ranks and
+ *      threads. Where the ranks share a node's memory, every slot lies in it
+ *      and rank r sums the r-th part of every rank's slots straight to
+ *      floats, which the ranks then copy from each other; elsewhere the
+ *      integers go through one MPI_SUM over int64.
  * doc/determinism.md has the design and its cost. */
 #include "config.h"
 
@@ -59,6 +62,8 @@ Stepper *stepper_create(const Net *net, const InputTransform *input, int micro_b
     st->slot_stats = XCALLOC(float, (size_t)st->max_slots * st->nstats);
     st->all_stats = XCALLOC(float, (size_t)(max_micro_total > 0 ? max_micro_total : 1) * st->nstats);
     st->acc = XCALLOC(int64_t, st->nparams + 2);
+    const int most = max_micro_total > st->max_slots ? max_micro_total : st->max_slots;
+    st->slot_ptr = XCALLOC(const float *, (size_t)most);
     /* pieces of at most PIECE floats, each inside one tensor (its own grid) */
     enum { PIECE = 4096 };
     size_t np = 0;
@@ -88,9 +93,13 @@ void stepper_free(Stepper *st)
     for (int i = 0; i < st->threads; i++)
         workspace_free(st->ws[i]);
     free(st->ws);
-    free(st->slot_grads);
-    free(st->slot_loss);
-    free(st->slot_correct);
+    if (!st->seg) { /* else they lie in the Dist's window */
+        free(st->slot_grads);
+        free(st->slot_loss);
+        free(st->slot_correct);
+    }
+    free(st->seg);
+    free(st->slot_ptr);
     free(st->slot_exp);
     free(st->slot_stats);
     free(st->all_stats);
@@ -108,6 +117,48 @@ void stepper_free(Stepper *st)
     free(st);
 }
 
+/* A segment: the slots' gradients, losses and correct counts, then this
+ * rank's part of the summed gradient as floats; every piece 64-byte aligned,
+ * every segment laid out alike (the most slots of any rank). */
+static size_t align64(size_t b)
+{
+    return (b + 63) & ~(size_t)63;
+}
+
+int stepper_share(Stepper *st, Dist *d)
+{
+    const int P = dist_size(d);
+    int most = st->max_slots;
+    dist_max_int(d, &most, 1);
+    const size_t loss = align64(sizeof(float) * (size_t)most * st->nparams);
+    const size_t correct = loss + align64(sizeof(double) * (size_t)most);
+    const size_t part = correct + align64(sizeof(int) * (size_t)most);
+    const size_t bytes = part + sizeof(float) * st->nparams;
+    void **seg = XCALLOC(void *, (size_t)P);
+    if (dist_shared_alloc(d, bytes, seg) < 0) {
+        free(seg);
+        return -1;
+    }
+    free(st->slot_grads);
+    free(st->slot_loss);
+    free(st->slot_correct);
+    for (int q = 0; q < P; q++)
+        if ((uintptr_t)seg[q] % sizeof(double))
+            DIE("rank %d's shared segment is not aligned for doubles", q);
+    char *mine = seg[dist_rank(d)];
+    st->slot_grads = (float *)mine;
+    st->slot_loss = (double *)(mine + loss);
+    st->slot_correct = (int *)(mine + correct);
+    st->seg = seg;
+    st->seg_loss = loss;
+    st->seg_correct = correct;
+    st->seg_part = part;
+    free(st->slot_ptr); /* room for every slot of every rank */
+    st->slot_ptr = XCALLOC(const float *, (size_t)most * (size_t)P);
+    st->max_slots = most;
+    return 0;
+}
+
 /* Control integers agreed by MPI_MAX: the exponents first (one per tensor,
  * then the loss), then the rank that saw a non-finite value, then the stop. */
 #define CTL_LOSS(nt) (nt)
@@ -115,15 +166,94 @@ void stepper_free(Stepper *st)
 #define CTL_STOP(nt) ((nt) + 2)
 #define CTL_COUNT(nt) ((nt) + 3)
 
+/* The sum where every slot can be read: rank r takes the r-th part of the
+ * parameters (of P), sums every rank's slots there straight to floats in its
+ * segment, and after a barrier every rank copies every part. One rank takes
+ * all of it, into grads. The dist_max_int before was the barrier that makes
+ * the slots visible. Integers add in any order, so the bits are sum_mpi's. */
+static void sum_parts(Stepper *st, Dist *d, float *grads, StepSums *sums, int nmicro,
+                      const int *rank_micros, const int *shift)
+{
+    const Net *net = st->net;
+    const int NT = net->ntensors, P = dist_size(d), r = dist_rank(d);
+    const size_t NPARAM = st->nparams;
+    int ns = 0;
+    int64_t loss = 0, correct = 0;
+    for (int q = 0; q < P; q++) {
+        const char *seg = P == 1 ? NULL : st->seg[q];
+        const float *g = P == 1 ? st->slot_grads : (const float *)seg;
+        const double *l = P == 1 ? st->slot_loss : (const double *)(seg + st->seg_loss);
+        const int *c = P == 1 ? st->slot_correct : (const int *)(seg + st->seg_correct);
+        const int n = P == 1 ? nmicro : rank_micros[q];
+        for (int k = 0; k < n; k++) {
+            st->slot_ptr[ns++] = g + (size_t)k * NPARAM;
+            xsum_add_f64(&loss, &l[k], 1, shift[NT]);
+            correct += c[k];
+        }
+    }
+    const size_t lo = NPARAM * (size_t)r / (size_t)P, hi = NPARAM * (size_t)(r + 1) / (size_t)P;
+    float *part = P == 1 ? grads : (float *)((char *)st->seg[r] + st->seg_part);
+#pragma omp parallel for num_threads(st->threads) schedule(static)
+    for (int p = 0; p < st->npieces; p++) {
+        const size_t a = st->piece_off[p] > lo ? st->piece_off[p] : lo;
+        const size_t end = st->piece_off[p] + st->piece_len[p], b = end < hi ? end : hi;
+        if (a >= b)
+            continue;
+        const float *slot[ns > 0 ? ns : 1];
+        for (int k = 0; k < ns; k++)
+            slot[k] = st->slot_ptr[k] + a;
+        xsum_sum_get_f32(part + a, slot, ns, b - a, shift[st->piece_tensor[p]]);
+    }
+    if (P > 1) {
+        dist_shared_sync(d);
+        for (int q = 0; q < P; q++) {
+            const size_t a = NPARAM * (size_t)q / (size_t)P;
+            const size_t b = NPARAM * (size_t)(q + 1) / (size_t)P;
+            memcpy(grads + a, (const float *)((const char *)st->seg[q] + st->seg_part) + a,
+                   sizeof(float) * (b - a));
+        }
+    }
+    sums->loss_sum = xsum_get_f64(loss, shift[NT]);
+    sums->correct = correct;
+}
+
+/* The sum through MPI, for ranks that share no memory: this rank's slots
+ * summed onto the grid (threads take pieces of the parameters), one MPI_SUM
+ * over the int64, then the floats. */
+static void sum_mpi(Stepper *st, Dist *d, float *grads, StepSums *sums, int nmicro,
+                    const int *shift)
+{
+    const int NT = st->net->ntensors;
+    const size_t NPARAM = st->nparams;
+    int64_t *acc = st->acc;
+#pragma omp parallel for num_threads(st->threads) schedule(static)
+    for (int p = 0; p < st->npieces; p++) {
+        const size_t off = st->piece_off[p], len = st->piece_len[p];
+        xsum_sum_f32(acc + off, st->slot_grads + off, NPARAM, nmicro, len,
+                     shift[st->piece_tensor[p]]);
+    }
+    acc[NPARAM] = acc[NPARAM + 1] = 0;
+    for (int k = 0; k < nmicro; k++) {
+        xsum_add_f64(acc + NPARAM, &st->slot_loss[k], 1, shift[NT]);
+        acc[NPARAM + 1] += st->slot_correct[k];
+    }
+    dist_sum_int64(d, acc, NPARAM + 2);
+#pragma omp parallel for num_threads(st->threads) schedule(static)
+    for (int p = 0; p < st->npieces; p++)
+        xsum_get_f32(grads + st->piece_off[p], acc + st->piece_off[p], st->piece_len[p],
+                     shift[st->piece_tensor[p]]);
+    sums->loss_sum = xsum_get_f64(acc[NPARAM], shift[NT]);
+    sums->correct = acc[NPARAM + 1];
+}
+
 /* The exact combination: agree on a fixed-point grid per tensor (one MPI_MAX
  * over a few integers), round every slot onto it and add the integers (one
  * MPI_SUM over int64). Exact, so the same for any split over ranks and threads. */
 static int reduce_exact(Stepper *st, Dist *d, float *grads, StepSums *sums, int nmicro,
-                        int nmicro_total)
+                        int nmicro_total, const int *rank_micros)
 {
     const Net *net = st->net;
     const int NT = net->ntensors;
-    const size_t NPARAM = st->nparams;
     int ctl[CTL_COUNT(NET_MAX_TENSORS)];
     for (int i = 0; i <= NT; i++)
         ctl[i] = XSUM_ZERO;
@@ -146,29 +276,11 @@ static int reduce_exact(Stepper *st, Dist *d, float *grads, StepSums *sums, int 
     int shift[NET_MAX_TENSORS + 1];
     for (int i = 0; i <= NT; i++)
         shift[i] = xsum_shift(ctl[i], nmicro_total);
-    /* integers add in any order: the threads take pieces of the parameters,
-     * straight into the memory the ranks sum from where there is such */
-    int64_t *acc = dist_sum_int64_buffer(d, NPARAM + 2);
-    if (!acc)
-        acc = st->acc;
-#pragma omp parallel for num_threads(st->threads) schedule(static)
-    for (int p = 0; p < st->npieces; p++) {
-        const size_t off = st->piece_off[p], len = st->piece_len[p];
-        xsum_sum_f32(acc + off, st->slot_grads + off, NPARAM, nmicro, len,
-                     shift[st->piece_tensor[p]]);
-    }
-    acc[NPARAM] = acc[NPARAM + 1] = 0;
-    for (int k = 0; k < nmicro; k++) {
-        xsum_add_f64(acc + NPARAM, &st->slot_loss[k], 1, shift[NT]);
-        acc[NPARAM + 1] += st->slot_correct[k];
-    }
-    const int64_t *sum = dist_sum_int64_view(d, acc, NPARAM + 2);
-#pragma omp parallel for num_threads(st->threads) schedule(static)
-    for (int p = 0; p < st->npieces; p++)
-        xsum_get_f32(grads + st->piece_off[p], sum + st->piece_off[p], st->piece_len[p],
-                     shift[st->piece_tensor[p]]);
-    sums->loss_sum = xsum_get_f64(sum[NPARAM], shift[NT]);
-    sums->correct = sum[NPARAM + 1];
+    const int P = dist_size(d);
+    if (P == 1 || st->seg)
+        sum_parts(st, d, grads, sums, nmicro, rank_micros, shift);
+    else
+        sum_mpi(st, d, grads, sums, nmicro, shift);
     return 0;
 }
 
@@ -281,7 +393,7 @@ int stepper_gradient(Stepper *st, Dist *d, float *grads, float *buffers, int64_t
         e[NT] = xsum_exponent_f64(&st->slot_loss[k], 1);
     }
 
-    if (stepper_reduce(st, d, grads, sums, nmicro, b->nmicro_total) < 0)
+    if (stepper_reduce(st, d, grads, sums, nmicro, b->nmicro_total, b->rank_micros) < 0)
         return -1;
     if (st->nstats)
         update_running(st, d, buffers, batches, b);
@@ -289,12 +401,12 @@ int stepper_gradient(Stepper *st, Dist *d, float *grads, float *buffers, int64_t
 }
 
 int stepper_reduce(Stepper *st, Dist *d, float *grads, StepSums *sums, int nmicro,
-                   int nmicro_total)
+                   int nmicro_total, const int *rank_micros)
 {
     const double t0 = dist_wtime();
     int rc = st->reduction == REDUCE_FLOAT
                  ? reduce_float(st, d, grads, sums, nmicro)
-                 : reduce_exact(st, d, grads, sums, nmicro, nmicro_total);
+                 : reduce_exact(st, d, grads, sums, nmicro, nmicro_total, rank_micros);
     st->reduce_seconds += dist_wtime() - t0;
     return rc;
 }

@@ -148,6 +148,7 @@ static void alloc_state(Trainer *t)
     t->stepper = stepper_create(net, &t->input, t->cfg.micro_batch,
                                 sched_max_rank_micros(&t->sched), most, t->threads,
                                 t->test_chunks, t->cfg.reduction);
+    stepper_share(t->stepper, t->dist); /* where the ranks share a node */
     exchange_init(&t->xch, &t->sched, t->rank, t->data.sample_bytes);
 }
 

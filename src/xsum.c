@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
@@ -13,7 +14,7 @@
  * (chosen by isa_current) do the same exact integer and double operations,
  * 16 or 8 at a time instead of SSE2's 4 or 2: the same results. They were a
  * twentieth of a one-thread training epoch. */
-#define AVX512 __attribute__((target("avx512f,avx512dq,avx512vl")))
+#define AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,fma")))
 
 static inline __attribute__((always_inline)) uint32_t top_bits(const float *v, size_t n)
 {
@@ -193,4 +194,56 @@ void xsum_get_f32(float *out, const int64_t *acc, size_t n, int shift)
 double xsum_get_f64(int64_t acc, int shift)
 {
     return (from_bits(acc + bits_of(MAGIC)) - MAGIC) * ldexp(1.0, -shift);
+}
+
+/* The slots' sums to floats: every slot rounded onto the grid and added
+ * (add_f32's arithmetic), then each sum turned back (get_f32's), the
+ * integers never leaving registers (AVX-512: eight at a time) or L1 (plain
+ * C: in chunks). No array of integers is written or read again. */
+static void sum_get_f32(float *out, const float *const *slot, int nslots, size_t n, double up,
+                        double down)
+{
+    int64_t acc[SUM_CHUNK];
+    for (size_t i0 = 0; i0 < n; i0 += SUM_CHUNK) {
+        const size_t len = n - i0 < SUM_CHUNK ? n - i0 : SUM_CHUNK;
+        memset(acc, 0, sizeof(int64_t) * len);
+        for (int k = 0; k < nslots; k++)
+            add_f32(acc, slot[k] + i0, len, up);
+        get_f32(out + i0, acc, len, down);
+    }
+}
+
+/* Bit for bit the same in fewer operations: v * 2^shift + MAGIC as one
+ * fused multiply-add (the product is exact, so the addition's is the one
+ * rounding either way), and MAGIC's bits taken off once per sum instead of
+ * once per term (integers: mod 2^64 the order is free, and the true sum
+ * fits), where turning the sum back would add them again: nslots - 1 of
+ * them, in one subtraction. */
+static AVX512 void sum_get_f32_avx512(float *out, const float *const *slot, int nslots, size_t n,
+                                      double up, double down)
+{
+    const __m512d u = _mm512_set1_pd(up), d = _mm512_set1_pd(down);
+    const __m512d magic = _mm512_set1_pd(MAGIC);
+    const __m512i extra = _mm512_set1_epi64(
+        (int64_t)((uint64_t)bits_of(MAGIC) * (uint64_t)(int64_t)(nslots - 1)));
+    for (size_t i = 0; i < n; i += 8) {
+        const __mmask8 m = n - i >= 8 ? 0xff : (__mmask8)((1u << (n - i)) - 1);
+        __m512i acc = _mm512_setzero_si512();
+        for (int k = 0; k < nslots; k++) {
+            const __m512d x = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, slot[k] + i));
+            acc = _mm512_add_epi64(acc, _mm512_castpd_si512(_mm512_fmadd_pd(x, u, magic)));
+        }
+        const __m512i sum = _mm512_sub_epi64(acc, extra); /* + MAGIC's bits */
+        const __m512d back = _mm512_sub_pd(_mm512_castsi512_pd(sum), magic);
+        _mm256_mask_storeu_ps(out + i, m, _mm512_cvtpd_ps(_mm512_mul_pd(back, d)));
+    }
+}
+
+void xsum_sum_get_f32(float *out, const float *const *slot, int nslots, size_t n, int shift)
+{
+    const double up = ldexp(1.0, shift), down = ldexp(1.0, -shift);
+    if (isa_current() == ISA_AVX512)
+        sum_get_f32_avx512(out, slot, nslots, n, up, down);
+    else
+        sum_get_f32(out, slot, nslots, n, up, down);
 }

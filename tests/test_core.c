@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "dpcnn/hash.h"
+#include "dpcnn/isa.h"
 #include "dpcnn/mathfn.h"
 #include "dpcnn/model.h"
 #include "dpcnn/net.h"
@@ -187,6 +188,63 @@ static void test_xsum_slots(void **state)
     free(got);
 }
 
+/* The slots summed straight to floats (xsum_sum_get_f32, the exact sum's
+ * where ranks share memory) are xsum_sum_f32 then xsum_get_f32, bit for bit,
+ * on every path this CPU has: 0 to 4 slots, each in its own allocation, a
+ * length that is no multiple of a vector or a chunk. */
+static void test_xsum_sum_get(void **state)
+{
+    (void)state;
+    enum { N = 1300, SLOTS = 4 };
+    Rng r;
+    rng_init(&r, 9, 9, 11);
+    float *slot[SLOTS];
+    for (int k = 0; k < SLOTS; k++) {
+        slot[k] = malloc(sizeof(float) * N);
+        for (int i = 0; i < N; i++)
+            slot[k][i] = (rng_uniform(&r) - 0.5f) * ldexpf(1.0f, (int)(rng_below(&r, 40)) - 30);
+    }
+    slot[1][7] = ldexpf(0.99f, 3); /* the largest term, at the grid's top */
+    int e = XSUM_ZERO;
+    for (int k = 0; k < SLOTS; k++) {
+        int ek = xsum_exponent_f32(slot[k], N);
+        e = ek > e ? ek : e;
+    }
+    const int shift = xsum_shift(e, SLOTS);
+    /* the reference: the slots copied side by side, summed, then turned back */
+    float *packed = malloc(sizeof(float) * N * SLOTS), *want = malloc(sizeof(float) * N);
+    float *got = malloc(sizeof(float) * N);
+    int64_t *acc = malloc(sizeof(int64_t) * N);
+    for (int k = 0; k < SLOTS; k++)
+        memcpy(packed + (size_t)k * N, slot[k], sizeof(float) * N);
+    static const char *const names[3] = {"generic", "avx2", "avx512"};
+    for (int nslots = 0; nslots <= SLOTS; nslots++) {
+        xsum_sum_f32(acc, packed, N, nslots, N, shift);
+        xsum_get_f32(want, acc, N, shift);
+        for (int p = 0; p < 3; p++) {
+            if (!isa_supported((Isa)p))
+                continue;
+            setenv("DPCNN_ISA", names[p], 1);
+            assert_int_equal(isa_select_again(), 0);
+            memset(got, 0xff, sizeof(float) * N);
+            xsum_sum_get_f32(got, (const float *const *)slot, nslots, N, shift);
+            assert_memory_equal(got, want, sizeof(float) * N);
+        }
+        unsetenv("DPCNN_ISA");
+        assert_int_equal(isa_select_again(), 0);
+    }
+    int nonzero = 0; /* and the sums are not all zero */
+    for (int i = 0; i < N; i++)
+        nonzero += want[i] != 0.0f;
+    assert_true(nonzero > N / 2);
+    for (int k = 0; k < SLOTS; k++)
+        free(slot[k]);
+    free(packed);
+    free(want);
+    free(got);
+    free(acc);
+}
+
 static void test_xsum_special(void **state)
 {
     (void)state;
@@ -303,7 +361,8 @@ int main(void)
         cmocka_unit_test(test_splitmix_reference), cmocka_unit_test(test_uniform_and_below),
         cmocka_unit_test(test_permutation),        cmocka_unit_test(test_model_init),
         cmocka_unit_test(test_xsum_order_free),
-        cmocka_unit_test(test_xsum_slots),    cmocka_unit_test(test_xsum_special),
+        cmocka_unit_test(test_xsum_slots),
+        cmocka_unit_test(test_xsum_sum_get),    cmocka_unit_test(test_xsum_special),
         cmocka_unit_test(test_schedule_partition), cmocka_unit_test(test_parts),
         cmocka_unit_test(test_exp_log),
     };

@@ -52,14 +52,18 @@ double dist_wtime(void);
  * and keeps the first as its err_get(). */
 int dist_agree(Dist *d, int rc, const char *what);
 
+/* MAX of n ints on every rank; also a dist_shared_sync for the window. */
 void dist_max_int(Dist *d, int *v, int n);
 void dist_sum_int64(Dist *d, int64_t *v, size_t n);
-/* The same sum without copies where the ranks share a node: write the terms
- * into dist_sum_int64_buffer's n slots (NULL: into a buffer of your own),
- * then dist_sum_int64_view returns the sums, in v or in shared memory, valid
- * until the next sum. Both are collective. */
-int64_t *dist_sum_int64_buffer(Dist *d, size_t n);
-const int64_t *dist_sum_int64_view(Dist *d, int64_t *v, size_t n);
+/* Memory the ranks of one node share: a segment of `bytes` per rank (the
+ * sizes may differ), collective. 0, with seg[q] the address of rank q's
+ * segment for every rank q (seg has dist_size entries), or -1 and nothing
+ * made where there is nothing to share (one rank), the ranks do not all share
+ * one node, or the window cannot be made. One per Dist: another call replaces
+ * it; dist_finalize frees it. dist_shared_sync is a barrier that orders the
+ * segments: what any rank stored before it, every rank can load after it. */
+int dist_shared_alloc(Dist *d, size_t bytes, void **seg);
+void dist_shared_sync(Dist *d);
 void dist_sum_float(Dist *d, float *v, size_t n);
 void dist_bcast(Dist *d, void *buf, size_t bytes, int root);
 /* out[r] = v from rank r, for every rank r. */

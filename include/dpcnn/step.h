@@ -33,7 +33,10 @@ typedef struct {
     float *slot_stats;       /* [max_slots][nstats]: batch-norm statistics */
     float *all_stats;        /* [max_micro_total][nstats]: every rank's, in order */
     int *stat_counts, *stat_displs;
-    int64_t *acc;            /* gradients, loss, correct */
+    int64_t *acc;            /* gradients, loss, correct (ranks that share no memory) */
+    void **seg;              /* stepper_share: every rank's segment, or NULL */
+    size_t seg_loss, seg_correct, seg_part; /* where in a segment (bytes) */
+    const float **slot_ptr;  /* every slot of a step, over all ranks */
     int npieces;             /* the parameters in pieces of one tensor each, */
     int *piece_tensor;       /* for the threads to convert and add: which tensor, */
     size_t *piece_off, *piece_len; /* where and how long */
@@ -53,6 +56,11 @@ Stepper *stepper_create(const Net *net, const InputTransform *input, int micro_b
                         int max_slots, int max_micro_total, int threads, size_t max_chunks,
                         int reduction);
 void stepper_free(Stepper *st);
+/* Put the slots where every rank of the node can read them (dist_shared_alloc),
+ * so that the exact sum reads them there (step.c). Collective; where there is
+ * no such memory the slots stay this rank's and the sum goes through MPI.
+ * Returns 0 if the slots are shared. */
+int stepper_share(Stepper *st, Dist *d);
 
 #define STEP_SOME_RANK (1 << 30) /* REDUCE_FLOAT knows that a rank failed, not which */
 
@@ -89,9 +97,10 @@ int stepper_gradient(Stepper *st, Dist *d, float *grads, float *buffers, int64_t
                      StepSums *sums, const float *params, const StepBatch *b);
 
 /* The second half of stepper_gradient, on its own for the benchmark: combine
- * the nmicro filled slots (gradients, losses, counts, exponents) over ranks. */
+ * the nmicro filled slots (gradients, losses, counts, exponents) over ranks,
+ * rank_micros[r] of them on rank r. */
 int stepper_reduce(Stepper *st, Dist *d, float *grads, StepSums *sums, int nmicro,
-                   int nmicro_total);
+                   int nmicro_total, const int *rank_micros);
 
 typedef struct {
     double loss_sum;

@@ -37,6 +37,11 @@ void xsum_sum_f32(int64_t *acc, const float *v, size_t stride, int nslots, size_
 void xsum_add_f64(int64_t *acc, const double *v, size_t n, int shift);
 /* out[i] = acc[i] * 2^-shift, rounded to float (or double) */
 void xsum_get_f32(float *out, const int64_t *acc, size_t n, int shift);
+/* out[i] = the sum over k < nslots of round(slot[k][i] * 2^shift), times
+ * 2^-shift and rounded to float: xsum_sum_f32 then xsum_get_f32, bit for bit,
+ * with the integers kept in L1 (the slots may lie anywhere, in other ranks'
+ * memory too) */
+void xsum_sum_get_f32(float *out, const float *const *slot, int nslots, size_t n, int shift);
 double xsum_get_f64(int64_t acc, int shift);
 
 #endif

@@ -31,6 +31,10 @@ int main(int argc, char **argv)
     int P = dist_size(d), r = dist_rank(d);
     int first = (int)part_first((size_t)total, P, r), last = (int)part_first((size_t)total, P, r + 1);
     int mine = last - first;
+    int *rank_micros = calloc((size_t)P, sizeof(int));
+    for (int q = 0; q < P; q++)
+        rank_micros[q] =
+            (int)(part_first((size_t)total, P, q + 1) - part_first((size_t)total, P, q));
     static Net net;
     if (net_load(&net, "tutorial", (Shape){1, 28, 28, 0}, 10) < 0)
         return 1;
@@ -41,6 +45,7 @@ int main(int argc, char **argv)
     double med[2];
     for (int mode = 0; mode < 2; mode++) {
         Stepper *st = stepper_create(&net, &none, 25, mine > 0 ? mine : 1, total, 1, 1, mode);
+        stepper_share(st, d);
         Rng rng;
         rng_init(&rng, 1, 3, (uint64_t)r);
         for (int k = 0; k < mine; k++) {
@@ -60,7 +65,7 @@ int main(int argc, char **argv)
             StepSums sums = {0, 0, 0, -1, 0};
             dist_barrier(d);
             double t0 = dist_wtime();
-            stepper_reduce(st, d, grads, &sums, mine, total);
+            stepper_reduce(st, d, grads, &sums, mine, total, rank_micros);
             t[i] = dist_wtime() - t0;
         }
         qsort(t, (size_t)reps, sizeof(double), cmp);
@@ -103,6 +108,7 @@ int main(int argc, char **argv)
     free(i64);
     free(f32);
     free(grads);
+    free(rank_micros);
     dist_finalize(d);
     return 0;
 }
