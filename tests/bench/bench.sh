@@ -8,6 +8,7 @@
 #   dpcnn, 1 process, 1 thread: the same three (BENCH_BASELINE=DIR: also the
 #     dpcnn built in DIR, for a before-and-after in the same rounds)
 #   dpcnn tutorial, 1 process, 2 threads; and mpirun -np 2, 1 thread each
+#     (and the same two of the baseline's)
 # and reads each one's own training throughput (samples per second over the
 # training loop: data loading and evaluation are not counted by either).
 # On a shared, noisy machine only ratios within a round mean much: the summary
@@ -94,6 +95,9 @@ while [ "$r" -le "$rounds" ]; do
     field "$dir/d-tutorial.ckpt/metrics.jsonl" eval_seconds >>"$dir/eval"
     line="$line threads2=$(dpcnn_run t2 "" ./dpcnn --threads 2)"
     line="$line np2=$(dpcnn_run np2 "mpirun -np 2 --bind-to none" ./dpcnn --threads 1)"
+    [ -z "$base" ] ||
+        line="$line before_threads2=$(dpcnn_run b-t2 "" "$base/dpcnn" --threads 2) before_np2=$(
+            dpcnn_run b-np2 "mpirun -np 2 --bind-to none" "$base/dpcnn" --threads 1)"
     echo "$line" | tee -a "$dir/rows"
     r=$((r + 1))
 done
@@ -110,6 +114,9 @@ for m in $models; do
 done
 printf "tutorial  2 threads / 1 thread: %s;  mpirun -np 2 / 1 rank: %s\n" \
     "$(ratio "$dir/rows" threads2 dpcnn_tutorial | median)" "$(ratio "$dir/rows" np2 dpcnn_tutorial | median)"
+[ -z "$base" ] || printf "tutorial  before: 2 threads / 1 thread: %s;  mpirun -np 2 / 1 rank: %s\n" \
+    "$(ratio "$dir/rows" before_threads2 before_tutorial | median)" \
+    "$(ratio "$dir/rows" before_np2 before_tutorial | median)"
 
 echo
 echo "== the engine alone (forward and backward of micro-batches of 25, one thread, best of many)"
