@@ -27,6 +27,7 @@
 #include "dpcnn/gemm.h"
 #include "dpcnn/isa.h"
 #include "dpcnn/lanes.h"
+#include "dpcnn/transpose.h"
 #include "dpcnn/layers.h"
 
 int conv_shape(ConvShape *c)
@@ -593,34 +594,6 @@ bias_sample(float *db, const float *dy, const float *y, int F, int NP, int maske
         case 7: bias_block(d, g, yf, 7, NP, masked); break;
         default: bias_block(d, g, yf, 8, NP, masked); break;
         }
-    }
-}
-
-/* 16 x 16 floats transposed in registers: r[i] lane k becomes r[k] lane i.
- * Four rounds of shuffles: pairs of rows, pairs of pairs, then 128-bit
- * quarters twice. Moving floats changes no bits. */
-static inline __attribute__((target("avx512f"), always_inline)) void transpose16(__m512 r[16])
-{
-    __m512 t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 16; i += 4)
-        for (int h = 0; h < 2; h++) {
-            const __m512d a = _mm512_castps_pd(t[i + h]), b = _mm512_castps_pd(t[i + h + 2]);
-            r[i + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-            r[i + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-        }
-    /* r[4g + e], quarter l: column 4l + e of rows 4g .. 4g + 3 */
-    for (int g = 0; g < 2; g++)
-        for (int e = 0; e < 4; e++) {
-            t[8 * g + e] = _mm512_shuffle_f32x4(r[8 * g + e], r[8 * g + 4 + e], 0x88);
-            t[8 * g + 4 + e] = _mm512_shuffle_f32x4(r[8 * g + e], r[8 * g + 4 + e], 0xdd);
-        }
-    for (int e = 0; e < 8; e++) {
-        r[e] = _mm512_shuffle_f32x4(t[e], t[8 + e], 0x88);
-        r[8 + e] = _mm512_shuffle_f32x4(t[e], t[8 + e], 0xdd);
     }
 }
 

@@ -9,6 +9,7 @@
 #include "dpcnn/gemm.h"
 
 #include "dpcnn/layers.h"
+#include "dpcnn/transpose.h"
 
 size_t linear_scratch_floats(int n, int nin, int nout)
 {
@@ -18,18 +19,17 @@ size_t linear_scratch_floats(int n, int nin, int nout)
 /* Native forward: the product vectorises across outputs o, so it is formed
  * transposed, yT [nout][n] = W [nout][nin] . xT [nin][n] + b, with xT packed
  * in the scratch; each y[s][o] is b[o] plus its nin terms in i order, one
- * fused multiply-add each, as every path computes it. */
+ * fused multiply-add each, as every path computes it. The packing and the
+ * unpacking of y are transposes (16 x 16 blocks in registers on AVX-512):
+ * element by element they took a quarter of the tutorial's first layer's
+ * forward, 11.2 against 8.5 us a micro-batch of 25. */
 void linear_forward(float *y, float *scratch, const float *x, const float *w, const float *b,
                     int n, int nin, int nout)
 {
     float *xT = scratch, *yT = scratch + (size_t)n * nin;
-    for (int s = 0; s < n; s++)
-        for (int i = 0; i < nin; i++)
-            xT[(size_t)i * n + s] = x[(size_t)s * nin + i];
+    transpose_f32(xT, n, x, nin, n, nin);
     gemm_init(nout, n, nin, w, nin, 1, xT, NULL, n, b, yT, n);
-    for (int s = 0; s < n; s++)
-        for (int o = 0; o < nout; o++)
-            y[(size_t)s * nout + o] = yT[(size_t)o * n + s];
+    transpose_f32(y, nout, yT, n, nout, n);
 }
 
 /* Native backward: dW [nout][nin] += dY^T . X (terms in s order), dX [n][nin]

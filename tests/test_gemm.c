@@ -26,6 +26,7 @@
 #include "dpcnn/isa.h"
 #include "dpcnn/layers.h"
 #include "dpcnn/rng.h"
+#include "dpcnn/transpose.h"
 
 static float hw_fma(float a, float b, float c) __attribute__((target("fma")));
 static float hw_fma(float a, float b, float c)
@@ -500,6 +501,52 @@ static void test_conv_paths(void **state)
     use_default_path();
 }
 
+/* transpose_f32 on every path: each element where it belongs, bit for bit
+ * (a NaN's payload and -0 included), and nothing written outside the
+ * transposed block (the destination's gaps keep a marker). Shapes below,
+ * at and across the 16 x 16 blocks, and the linear layers' own. */
+static void test_transpose_paths(void **state)
+{
+    (void)state;
+    static const int shapes[][2] = {{1, 1}, {3, 5}, {16, 16}, {17, 33}, {25, 192}, {120, 25},
+                                    {25, 400}, {84, 25}, {40, 7}};
+    const int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
+    int checked = 0;
+    for (int t = 0; t < nshapes; t++) {
+        const int rows = shapes[t][0], cols = shapes[t][1];
+        const int lds = cols + 3, ldd = rows + 5; /* gaps on both sides */
+        float *src = malloc(sizeof(float) * (size_t)rows * lds);
+        float *dst = malloc(sizeof(float) * (size_t)cols * ldd);
+        for (int i = 0; i < rows * lds; i++) {
+            uint32_t u = 0x3f800000u + (uint32_t)i * 2654435761u % 0x7fffffu;
+            memcpy(&src[i], &u, sizeof u);
+        }
+        const uint32_t nan_bits = 0x7fc12345u;
+        memcpy(&src[0], &nan_bits, sizeof nan_bits);
+        src[1] = -0.0f; /* (lds > 1) */
+        for (int p = 0; p < 3; p++) {
+            if (!use_path(p))
+                continue;
+            for (int i = 0; i < cols * ldd; i++)
+                dst[i] = 1234.5f;
+            transpose_f32(dst, ldd, src, lds, rows, cols);
+            for (int c = 0; c < cols; c++)
+                for (int r = 0; r < ldd; r++) {
+                    const float *got = &dst[c * ldd + r];
+                    if (r < rows)
+                        assert_memory_equal(got, &src[r * lds + c], sizeof(float));
+                    else
+                        assert_true(*got == 1234.5f);
+                }
+            checked++;
+        }
+        free(src);
+        free(dst);
+    }
+    use_default_path();
+    printf("  %d shapes x paths transposed exactly\n", checked);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -510,6 +557,7 @@ int main(void)
         cmocka_unit_test(test_pool_paths),
         cmocka_unit_test(test_adam_paths),
         cmocka_unit_test(test_relu_avgpool_paths),
+        cmocka_unit_test(test_transpose_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
