@@ -2,6 +2,7 @@
  * weights, the exact sums, and the schedule that deals samples to ranks. */
 #include "config.h"
 
+#include <float.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -355,6 +356,67 @@ static void test_exp_log(void **state)
     assert_true(fabs(dpcnn_log(4.9e-320) - log(4.9e-320)) < 1e-12); /* subnormal */
 }
 
+/* dpcnn_exp_n is dpcnn_exp bit for bit on every path: random arguments over
+ * the whole range, the ends of each of its cases (2^n made in two steps below
+ * n = -1022 and above 1023, the cut-offs at -745.2 and 709.78), subnormal
+ * results, zeros, infinities and a NaN's payload; lengths that are no
+ * multiple of a vector. */
+static void test_exp_n(void **state)
+{
+    (void)state;
+    enum { N = 4003 };
+    double *x = malloc(sizeof(double) * N), *want = malloc(sizeof(double) * N);
+    double *got = malloc(sizeof(double) * N);
+    Rng r;
+    rng_init(&r, 5, 1, 0);
+    const double edges[] = {0.0, -0.0, 1e-300, -1e-300, 709.78, -745.2, 709.0, 710.0, -708.39,
+                            -708.4, -709.09, -709.1, -744.4, -745.1, -745.3, 0.5, -0.5,
+                            INFINITY, -INFINITY, 1e308, -1e308};
+    const int ne = (int)(sizeof edges / sizeof edges[0]);
+    for (int i = 0; i < N; i++) {
+        if (i < 4 * ne) {
+            const double e = edges[i % ne];
+            x[i] = i / ne == 0 ? e : i / ne == 1 ? nextafter(e, INFINITY)
+                               : i / ne == 2 ? nextafter(e, -INFINITY) : e * 0.999999;
+        } else {
+            x[i] = (rng_uniform(&r) - 0.5) * (i % 3 == 0 ? 1600.0 : 40.0);
+        }
+    }
+    const uint64_t nan_bits = UINT64_C(0x7ff8000000012345);
+    memcpy(&x[N - 1], &nan_bits, sizeof nan_bits);
+    for (int i = 0; i < N; i++)
+        want[i] = dpcnn_exp(x[i]);
+    static const char *const names[3] = {"generic", "avx2", "avx512"};
+    int paths = 0;
+    for (int p = 0; p < 3; p++) {
+        if (!isa_supported((Isa)p))
+            continue;
+        setenv("DPCNN_ISA", names[p], 1);
+        assert_int_equal(isa_select_again(), 0);
+        for (int len = N; len >= N - 7; len -= 7) {
+            memset(got, 0, sizeof(double) * N);
+            dpcnn_exp_n(got, x, len);
+            assert_memory_equal(got, want, sizeof(double) * (size_t)len);
+            assert_true(len == N || got[len] == 0.0); /* nothing past the end */
+        }
+        paths++;
+    }
+    unsetenv("DPCNN_ISA");
+    assert_int_equal(isa_select_again(), 0);
+    int subnormal = 0, zero = 0, inf = 0;
+    for (int i = 0; i < N; i++) {
+        subnormal += want[i] > 0.0 && want[i] < DBL_MIN;
+        zero += want[i] == 0.0;
+        inf += isinf(want[i]);
+    }
+    assert_true(subnormal > 0 && zero > 0 && inf > 0);
+    printf("  exp over %d arguments: %d paths give the scalar bits (%d subnormal results)\n", N,
+           paths, subnormal);
+    free(x);
+    free(want);
+    free(got);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -365,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_xsum_sum_get),    cmocka_unit_test(test_xsum_special),
         cmocka_unit_test(test_schedule_partition), cmocka_unit_test(test_parts),
         cmocka_unit_test(test_exp_log),
+        cmocka_unit_test(test_exp_n),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
