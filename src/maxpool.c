@@ -87,11 +87,56 @@ take(__m512 *best, __m512i *at, __m512 v, __m512i where)
     *at = _mm512_mask_mov_epi32(*at, m, where);
 }
 
+/* Rows of at most 8 windows (the tutorial's second layer pools 8 x 8 into
+ * 4 x 4): two rows of windows at once, the upper one in lanes 8 and up, so
+ * that the same permutes pull each row's even and odd columns apart from
+ * two registers that hold a row each; the winners and values are compacted
+ * into the two output rows, which follow each other. */
+static inline TARGET_512 __attribute__((always_inline)) void
+plane_pairs(float *y, int32_t *arg, const float *xs, int ld, int W, int OH, int OW, int relu,
+            __m512i even, __m512i odd)
+{
+    const __mmask16 row = lanes16(2 * OW), both = (__mmask16)(lanes16(OW) | lanes16(OW) << 8);
+    /* lanes 8 and up: the next row of windows, 2 W further into the plane */
+    const __m512i upper = _mm512_maskz_mov_epi32(0xff00, _mm512_set1_epi32(2 * W - 16));
+    for (int i = 0; i < OH; i += 2) {
+        const int two = i + 1 < OH;
+        const float *r0 = xs + (size_t)(2 * i) * ld;
+        const __mmask16 next = two ? row : 0;
+        const __m512 a0 = _mm512_maskz_loadu_ps(row, r0);
+        const __m512 b0 = _mm512_maskz_loadu_ps(row, r0 + ld);
+        const __m512 a1 = _mm512_maskz_loadu_ps(next, r0 + 2 * (size_t)ld);
+        const __m512 b1 = _mm512_maskz_loadu_ps(next, r0 + 3 * (size_t)ld);
+        const __m512i first =
+            _mm512_add_epi32(_mm512_add_epi32(even, upper), _mm512_set1_epi32(2 * i * W));
+        __m512 best = _mm512_permutex2var_ps(a0, even, a1);
+        __m512i at = first;
+        take(&best, &at, _mm512_permutex2var_ps(a0, odd, a1),
+             _mm512_add_epi32(first, _mm512_set1_epi32(1)));
+        take(&best, &at, _mm512_permutex2var_ps(b0, even, b1),
+             _mm512_add_epi32(first, _mm512_set1_epi32(W)));
+        take(&best, &at, _mm512_permutex2var_ps(b0, odd, b1),
+             _mm512_add_epi32(first, _mm512_set1_epi32(W + 1)));
+        if (relu)
+            best = _mm512_mask_mov_ps(best, _mm512_cmp_ps_mask(best, _mm512_setzero_ps(), _CMP_LT_OQ),
+                                      _mm512_setzero_ps());
+        const __mmask16 keep = two ? both : lanes16(OW), out = lanes16(two ? 2 * OW : OW);
+        _mm512_mask_storeu_ps(y + (size_t)i * OW, out, _mm512_maskz_compress_ps(keep, best));
+        _mm512_mask_storeu_epi32(arg + (size_t)i * OW, out, _mm512_maskz_compress_epi32(keep, at));
+    }
+}
+
 static TARGET_512 void planes_avx512(float *y, int32_t *arg, const float *x, size_t planes,
                                      size_t xp, int ld, int W, int OH, int OW, int relu)
 {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    if (OW <= 8) {
+        for (size_t plane = 0; plane < planes; plane++)
+            plane_pairs(y + plane * OH * OW, arg + plane * OH * OW, x + plane * xp, ld, W, OH, OW,
+                        relu, even, odd);
+        return;
+    }
     for (size_t plane = 0; plane < planes; plane++)
         for (int i = 0; i < OH; i++) {
             const float *r0 = x + plane * xp + (size_t)(2 * i) * ld, *r1 = r0 + ld;
