@@ -87,6 +87,26 @@ take(__m512 *best, __m512i *at, __m512 v, __m512i where)
     *at = _mm512_mask_mov_epi32(*at, m, where);
 }
 
+/* Sixteen windows: their even and odd columns pulled from rows a (top) and b
+ * (bottom), each held in two registers, the candidates taken in pool_row's
+ * order from first (each window's first element), then the ReLU if asked. */
+static inline TARGET_512 __attribute__((always_inline)) void
+windows16(__m512 *best, __m512i *at, __m512 a0, __m512 a1, __m512 b0, __m512 b1, __m512i first,
+          int W, int relu, __m512i even, __m512i odd)
+{
+    *best = _mm512_permutex2var_ps(a0, even, a1);
+    *at = first;
+    take(best, at, _mm512_permutex2var_ps(a0, odd, a1),
+         _mm512_add_epi32(first, _mm512_set1_epi32(1)));
+    take(best, at, _mm512_permutex2var_ps(b0, even, b1),
+         _mm512_add_epi32(first, _mm512_set1_epi32(W)));
+    take(best, at, _mm512_permutex2var_ps(b0, odd, b1),
+         _mm512_add_epi32(first, _mm512_set1_epi32(W + 1)));
+    if (relu)
+        *best = _mm512_mask_mov_ps(
+            *best, _mm512_cmp_ps_mask(*best, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps());
+}
+
 /* Rows of at most 8 windows (the tutorial's second layer pools 8 x 8 into
  * 4 x 4): two rows of windows at once, the upper one in lanes 8 and up, so
  * that the same permutes pull each row's even and odd columns apart from
@@ -109,17 +129,9 @@ plane_pairs(float *y, int32_t *arg, const float *xs, int ld, int W, int OH, int 
         const __m512 b1 = _mm512_maskz_loadu_ps(next, r0 + 3 * (size_t)ld);
         const __m512i first =
             _mm512_add_epi32(_mm512_add_epi32(even, upper), _mm512_set1_epi32(2 * i * W));
-        __m512 best = _mm512_permutex2var_ps(a0, even, a1);
-        __m512i at = first;
-        take(&best, &at, _mm512_permutex2var_ps(a0, odd, a1),
-             _mm512_add_epi32(first, _mm512_set1_epi32(1)));
-        take(&best, &at, _mm512_permutex2var_ps(b0, even, b1),
-             _mm512_add_epi32(first, _mm512_set1_epi32(W)));
-        take(&best, &at, _mm512_permutex2var_ps(b0, odd, b1),
-             _mm512_add_epi32(first, _mm512_set1_epi32(W + 1)));
-        if (relu)
-            best = _mm512_mask_mov_ps(best, _mm512_cmp_ps_mask(best, _mm512_setzero_ps(), _CMP_LT_OQ),
-                                      _mm512_setzero_ps());
+        __m512 best;
+        __m512i at;
+        windows16(&best, &at, a0, a1, b0, b1, first, W, relu, even, odd);
         const __mmask16 keep = two ? both : lanes16(OW), out = lanes16(two ? 2 * OW : OW);
         _mm512_mask_storeu_ps(y + (size_t)i * OW, out, _mm512_maskz_compress_ps(keep, best));
         _mm512_mask_storeu_epi32(arg + (size_t)i * OW, out, _mm512_maskz_compress_epi32(keep, at));
@@ -150,17 +162,9 @@ static TARGET_512 void planes_avx512(float *y, int32_t *arg, const float *x, siz
                 const __m512 b0 = _mm512_maskz_loadu_ps(ka, b), b1 = _mm512_maskz_loadu_ps(kb, b + 16);
                 /* the window's first element: row 0, even column */
                 const __m512i first = _mm512_add_epi32(even, _mm512_set1_epi32(2 * i * W + 2 * j0));
-                __m512 best = _mm512_permutex2var_ps(a0, even, a1);
-                __m512i at = first;
-                take(&best, &at, _mm512_permutex2var_ps(a0, odd, a1),
-                     _mm512_add_epi32(first, _mm512_set1_epi32(1)));
-                take(&best, &at, _mm512_permutex2var_ps(b0, even, b1),
-                     _mm512_add_epi32(first, _mm512_set1_epi32(W)));
-                take(&best, &at, _mm512_permutex2var_ps(b0, odd, b1),
-                     _mm512_add_epi32(first, _mm512_set1_epi32(W + 1)));
-                if (relu)
-                    best = _mm512_mask_mov_ps(best, _mm512_cmp_ps_mask(best, _mm512_setzero_ps(), _CMP_LT_OQ),
-                                              _mm512_setzero_ps());
+                __m512 best;
+                __m512i at;
+                windows16(&best, &at, a0, a1, b0, b1, first, W, relu, even, odd);
                 const __mmask16 out = lanes16(nj);
                 _mm512_mask_storeu_ps(yr + j0, out, best);
                 _mm512_mask_storeu_epi32(ar + j0, out, at);
