@@ -36,6 +36,29 @@ static int thread_id(void)
 #endif
 }
 
+/* A rank's slots lie in one block, a segment: the slots' gradients, losses
+ * and correct counts, then (shared only) this rank's part of the summed
+ * gradient as floats; every piece 64-byte aligned. In a shared window every
+ * segment is laid out alike, for the most slots of any rank. */
+static size_t align64(size_t b)
+{
+    return (b + 63) & ~(size_t)63;
+}
+
+static void slots_layout(Stepper *st, int slots)
+{
+    st->seg_loss = align64(sizeof(float) * (size_t)slots * st->nparams);
+    st->seg_correct = st->seg_loss + align64(sizeof(double) * (size_t)slots);
+    st->seg_part = st->seg_correct + align64(sizeof(int) * (size_t)slots);
+}
+
+static void slots_point(Stepper *st, char *seg)
+{
+    st->slot_grads = (float *)(void *)seg;
+    st->slot_loss = (double *)(void *)(seg + st->seg_loss);
+    st->slot_correct = (int *)(void *)(seg + st->seg_correct);
+}
+
 Stepper *stepper_create(const Net *net, const InputTransform *input, int micro_batch,
                         int max_slots, int max_micro_total, int threads, size_t max_chunks,
                         int reduction)
@@ -55,13 +78,16 @@ Stepper *stepper_create(const Net *net, const InputTransform *input, int micro_b
     for (int i = 0; i < st->threads; i++)
         st->ws[i] = workspace_create(net, input, micro_batch);
     const int NT = net->ntensors;
-    st->slot_grads = XCALLOC(float, (size_t)st->max_slots * st->nparams);
-    st->slot_loss = XCALLOC(double, (size_t)st->max_slots);
-    st->slot_correct = XCALLOC(int, (size_t)st->max_slots);
+    slots_layout(st, st->max_slots);
+    st->own = XCALLOC(char, st->seg_part);
+    st->seg = XCALLOC(void *, 1);
+    st->seg[0] = st->own;
+    slots_point(st, st->own);
     st->slot_exp = XCALLOC(int, (size_t)st->max_slots * (NT + 1));
     st->slot_stats = XCALLOC(float, (size_t)st->max_slots * st->nstats);
     st->all_stats = XCALLOC(float, (size_t)(max_micro_total > 0 ? max_micro_total : 1) * st->nstats);
     st->acc = XCALLOC(int64_t, st->nparams + 2);
+    /* every slot of a step, over all ranks: at most max_micro_total */
     const int most = max_micro_total > st->max_slots ? max_micro_total : st->max_slots;
     st->slot_ptr = XCALLOC(const float *, (size_t)most);
     /* pieces of at most PIECE floats, each inside one tensor (its own grid) */
@@ -93,11 +119,7 @@ void stepper_free(Stepper *st)
     for (int i = 0; i < st->threads; i++)
         workspace_free(st->ws[i]);
     free(st->ws);
-    if (!st->seg) { /* else they lie in the Dist's window */
-        free(st->slot_grads);
-        free(st->slot_loss);
-        free(st->slot_correct);
-    }
+    free(st->own); /* NULL where the slots lie in the Dist's window */
     free(st->seg);
     free(st->slot_ptr);
     free(st->slot_exp);
@@ -117,45 +139,26 @@ void stepper_free(Stepper *st)
     free(st);
 }
 
-/* A segment: the slots' gradients, losses and correct counts, then this
- * rank's part of the summed gradient as floats; every piece 64-byte aligned,
- * every segment laid out alike (the most slots of any rank). */
-static size_t align64(size_t b)
-{
-    return (b + 63) & ~(size_t)63;
-}
-
 int stepper_share(Stepper *st, Dist *d)
 {
     const int P = dist_size(d);
     int most = st->max_slots;
     dist_max_int(d, &most, 1);
-    const size_t loss = align64(sizeof(float) * (size_t)most * st->nparams);
-    const size_t correct = loss + align64(sizeof(double) * (size_t)most);
-    const size_t part = correct + align64(sizeof(int) * (size_t)most);
-    const size_t bytes = part + sizeof(float) * st->nparams;
+    slots_layout(st, most); /* (this rank still fills at most max_slots) */
     void **seg = XCALLOC(void *, (size_t)P);
-    if (dist_shared_alloc(d, bytes, seg) < 0) {
+    if (dist_shared_alloc(d, st->seg_part + sizeof(float) * st->nparams, seg) < 0) {
         free(seg);
+        slots_layout(st, st->max_slots);
         return -1;
     }
-    free(st->slot_grads);
-    free(st->slot_loss);
-    free(st->slot_correct);
     for (int q = 0; q < P; q++)
         if ((uintptr_t)seg[q] % sizeof(double))
             DIE("rank %d's shared segment is not aligned for doubles", q);
-    char *mine = seg[dist_rank(d)];
-    st->slot_grads = (float *)mine;
-    st->slot_loss = (double *)(mine + loss);
-    st->slot_correct = (int *)(mine + correct);
+    free(st->own);
+    st->own = NULL;
+    free(st->seg);
     st->seg = seg;
-    st->seg_loss = loss;
-    st->seg_correct = correct;
-    st->seg_part = part;
-    free(st->slot_ptr); /* room for every slot of every rank */
-    st->slot_ptr = XCALLOC(const float *, (size_t)most * (size_t)P);
-    st->max_slots = most;
+    slots_point(st, seg[dist_rank(d)]);
     return 0;
 }
 
@@ -180,10 +183,10 @@ static void sum_parts(Stepper *st, Dist *d, float *grads, StepSums *sums, int nm
     int ns = 0;
     int64_t loss = 0, correct = 0;
     for (int q = 0; q < P; q++) {
-        const char *seg = P == 1 ? NULL : st->seg[q];
-        const float *g = P == 1 ? st->slot_grads : (const float *)seg;
-        const double *l = P == 1 ? st->slot_loss : (const double *)(seg + st->seg_loss);
-        const int *c = P == 1 ? st->slot_correct : (const int *)(seg + st->seg_correct);
+        const char *seg = st->seg[q];
+        const float *g = (const float *)(const void *)seg;
+        const double *l = (const double *)(const void *)(seg + st->seg_loss);
+        const int *c = (const int *)(const void *)(seg + st->seg_correct);
         const int n = P == 1 ? nmicro : rank_micros[q];
         for (int k = 0; k < n; k++) {
             st->slot_ptr[ns++] = g + (size_t)k * NPARAM;
@@ -228,9 +231,11 @@ static void sum_mpi(Stepper *st, Dist *d, float *grads, StepSums *sums, int nmic
     int64_t *acc = st->acc;
 #pragma omp parallel for num_threads(st->threads) schedule(static)
     for (int p = 0; p < st->npieces; p++) {
-        const size_t off = st->piece_off[p], len = st->piece_len[p];
-        xsum_sum_f32(acc + off, st->slot_grads + off, NPARAM, nmicro, len,
-                     shift[st->piece_tensor[p]]);
+        const size_t off = st->piece_off[p];
+        const float *slot[nmicro > 0 ? nmicro : 1];
+        for (int k = 0; k < nmicro; k++)
+            slot[k] = st->slot_grads + (size_t)k * NPARAM + off;
+        xsum_sum_f32(acc + off, slot, nmicro, st->piece_len[p], shift[st->piece_tensor[p]]);
     }
     acc[NPARAM] = acc[NPARAM + 1] = 0;
     for (int k = 0; k < nmicro; k++) {
@@ -247,8 +252,10 @@ static void sum_mpi(Stepper *st, Dist *d, float *grads, StepSums *sums, int nmic
 }
 
 /* The exact combination: agree on a fixed-point grid per tensor (one MPI_MAX
- * over a few integers), round every slot onto it and add the integers (one
- * MPI_SUM over int64). Exact, so the same for any split over ranks and threads. */
+ * over a few integers), round every slot onto it and add the integers (from
+ * every rank's slots where they can be read, sum_parts; else through one
+ * MPI_SUM over int64, sum_mpi). Exact, so the same for any split over ranks
+ * and threads. */
 static int reduce_exact(Stepper *st, Dist *d, float *grads, StepSums *sums, int nmicro,
                         int nmicro_total, const int *rank_micros)
 {
@@ -277,7 +284,7 @@ static int reduce_exact(Stepper *st, Dist *d, float *grads, StepSums *sums, int 
     for (int i = 0; i <= NT; i++)
         shift[i] = xsum_shift(ctl[i], nmicro_total);
     const int P = dist_size(d);
-    if (P == 1 || st->seg)
+    if (P == 1 || !st->own)
         sum_parts(st, d, grads, sums, nmicro, rank_micros, shift);
     else
         sum_mpi(st, d, grads, sums, nmicro, shift);

@@ -126,38 +126,41 @@ void xsum_add_f32(int64_t *acc, const float *v, size_t n, int shift)
         add_f32(acc, v, n, scale);
 }
 
-/* The slots' sums in one pass over acc: chunk by chunk, zeroed and then
+/* The slots' sums in one pass, chunk by chunk: a chunk zeroed and then
  * added into by every slot while its int64 stay in L1. Integers add in any
  * order, so this is bit for bit zeroing acc and adding the slots one after
  * another, with a third of the memory traffic (acc was read and written once
  * per slot, from L2 for a network's worth). */
 enum { SUM_CHUNK = 512 };
 
-static inline __attribute__((always_inline)) void sum_f32(int64_t *acc, const float *v,
-                                                          size_t stride, int nslots, size_t n,
-                                                          double scale)
+static inline __attribute__((always_inline)) void
+sum_chunk(int64_t *acc, const float *const *slot, int nslots, size_t i0, size_t len, double up)
 {
-    for (size_t i0 = 0; i0 < n; i0 += SUM_CHUNK) {
-        const size_t len = n - i0 < SUM_CHUNK ? n - i0 : SUM_CHUNK;
-        memset(acc + i0, 0, sizeof(int64_t) * len);
-        for (int k = 0; k < nslots; k++)
-            add_f32(acc + i0, v + (size_t)k * stride + i0, len, scale);
-    }
+    memset(acc, 0, sizeof(int64_t) * len);
+    for (int k = 0; k < nslots; k++)
+        add_f32(acc, slot[k] + i0, len, up);
 }
 
-static AVX512 void sum_f32_avx512(int64_t *acc, const float *v, size_t stride, int nslots,
-                                  size_t n, double scale)
+static inline __attribute__((always_inline)) void sum_f32(int64_t *acc, const float *const *slot,
+                                                          int nslots, size_t n, double up)
 {
-    sum_f32(acc, v, stride, nslots, n, scale);
+    for (size_t i0 = 0; i0 < n; i0 += SUM_CHUNK)
+        sum_chunk(acc + i0, slot, nslots, i0, n - i0 < SUM_CHUNK ? n - i0 : SUM_CHUNK, up);
 }
 
-void xsum_sum_f32(int64_t *acc, const float *v, size_t stride, int nslots, size_t n, int shift)
+static AVX512 void sum_f32_avx512(int64_t *acc, const float *const *slot, int nslots, size_t n,
+                                  double up)
 {
-    const double scale = ldexp(1.0, shift);
+    sum_f32(acc, slot, nslots, n, up);
+}
+
+void xsum_sum_f32(int64_t *acc, const float *const *slot, int nslots, size_t n, int shift)
+{
+    const double up = ldexp(1.0, shift);
     if (isa_current() == ISA_AVX512)
-        sum_f32_avx512(acc, v, stride, nslots, n, scale);
+        sum_f32_avx512(acc, slot, nslots, n, up);
     else
-        sum_f32(acc, v, stride, nslots, n, scale);
+        sum_f32(acc, slot, nslots, n, up);
 }
 
 void xsum_add_f64(int64_t *acc, const double *v, size_t n, int shift)
@@ -196,19 +199,16 @@ double xsum_get_f64(int64_t acc, int shift)
     return (from_bits(acc + bits_of(MAGIC)) - MAGIC) * ldexp(1.0, -shift);
 }
 
-/* The slots' sums to floats: every slot rounded onto the grid and added
- * (add_f32's arithmetic), then each sum turned back (get_f32's), the
- * integers never leaving registers (AVX-512: eight at a time) or L1 (plain
- * C: in chunks). No array of integers is written or read again. */
+/* The slots' sums to floats: sum_f32's chunks, each turned back to floats
+ * (get_f32) while it is in L1, the integers never leaving registers on
+ * AVX-512 (below). No array of integers is written or read again. */
 static inline __attribute__((always_inline)) void
 sum_get_f32(float *out, const float *const *slot, int nslots, size_t n, double up, double down)
 {
     int64_t acc[SUM_CHUNK];
     for (size_t i0 = 0; i0 < n; i0 += SUM_CHUNK) {
         const size_t len = n - i0 < SUM_CHUNK ? n - i0 : SUM_CHUNK;
-        memset(acc, 0, sizeof(int64_t) * len);
-        for (int k = 0; k < nslots; k++)
-            add_f32(acc, slot[k] + i0, len, up);
+        sum_chunk(acc, slot, nslots, i0, len, up);
         get_f32(out + i0, acc, len, down);
     }
 }

@@ -171,13 +171,16 @@ static void test_xsum_slots(void **state)
         v[i] = (rng_uniform(&r) - 0.5f) * ldexpf(1.0f, (int)(rng_below(&r, 40)) - 30);
     const int shift = xsum_shift(xsum_exponent_f32(v, STRIDE * SLOTS), SLOTS);
     int64_t *want = malloc(sizeof(int64_t) * N), *got = malloc(sizeof(int64_t) * N);
+    const float *slot[SLOTS];
+    for (int k = 0; k < SLOTS; k++)
+        slot[k] = v + (size_t)k * STRIDE;
     for (int nslots = 0; nslots <= SLOTS; nslots++) {
         memset(want, 0, sizeof(int64_t) * N);
         for (int k = 0; k < nslots; k++)
             xsum_add_f32(want, v + (size_t)k * STRIDE, N, shift);
         for (int i = 0; i < N; i++)
             got[i] = 12345; /* written, not added to */
-        xsum_sum_f32(got, v, STRIDE, nslots, N, shift);
+        xsum_sum_f32(got, slot, nslots, N, shift);
         assert_memory_equal(got, want, sizeof(int64_t) * N);
     }
     int nonzero = 0; /* and the sums are not all zero */
@@ -212,15 +215,13 @@ static void test_xsum_sum_get(void **state)
         e = ek > e ? ek : e;
     }
     const int shift = xsum_shift(e, SLOTS);
-    /* the reference: the slots copied side by side, summed, then turned back */
-    float *packed = malloc(sizeof(float) * N * SLOTS), *want = malloc(sizeof(float) * N);
-    float *got = malloc(sizeof(float) * N);
+    /* the reference: the slots summed (test_xsum_slots holds that to adding
+     * them in turn), then turned back */
+    float *want = malloc(sizeof(float) * N), *got = malloc(sizeof(float) * N);
     int64_t *acc = malloc(sizeof(int64_t) * N);
-    for (int k = 0; k < SLOTS; k++)
-        memcpy(packed + (size_t)k * N, slot[k], sizeof(float) * N);
     static const char *const names[3] = {"generic", "avx2", "avx512"};
     for (int nslots = 0; nslots <= SLOTS; nslots++) {
-        xsum_sum_f32(acc, packed, N, nslots, N, shift);
+        xsum_sum_f32(acc, (const float *const *)slot, nslots, N, shift);
         xsum_get_f32(want, acc, N, shift);
         for (int p = 0; p < 3; p++) {
             if (!isa_supported((Isa)p))
@@ -240,7 +241,6 @@ static void test_xsum_sum_get(void **state)
     assert_true(nonzero > N / 2);
     for (int k = 0; k < SLOTS; k++)
         free(slot[k]);
-    free(packed);
     free(want);
     free(got);
     free(acc);

@@ -26,7 +26,7 @@ typedef struct {
     int micro_batch, max_slots, threads, reduction;
     size_t nparams, nstats;  /* floats of parameters, of one micro-batch's BN statistics */
     Workspace **ws;          /* one per thread */
-    float *slot_grads;       /* [max_slots][nparams] */
+    float *slot_grads;       /* [max_slots][nparams], in the slots' block */
     double *slot_loss;
     int *slot_correct;
     int *slot_exp;           /* [max_slots][ntensors + 1] */
@@ -34,8 +34,9 @@ typedef struct {
     float *all_stats;        /* [max_micro_total][nstats]: every rank's, in order */
     int *stat_counts, *stat_displs;
     int64_t *acc;            /* gradients, loss, correct (ranks that share no memory) */
-    void **seg;              /* stepper_share: every rank's segment, or NULL */
-    size_t seg_loss, seg_correct, seg_part; /* where in a segment (bytes) */
+    char *own;               /* the slots' block (step.c), NULL once stepper_share put them */
+    void **seg;              /* in a shared window: every rank's block; else {own} */
+    size_t seg_loss, seg_correct, seg_part; /* where in a block (bytes) */
     const float **slot_ptr;  /* every slot of a step, over all ranks */
     int npieces;             /* the parameters in pieces of one tensor each, */
     int *piece_tensor;       /* for the threads to convert and add: which tensor, */

@@ -31,9 +31,9 @@ int xsum_exponent_f64(const double *v, size_t n);
 int xsum_shift(int e, long nterms);
 /* acc[i] += round(v[i] * 2^shift) */
 void xsum_add_f32(int64_t *acc, const float *v, size_t n, int shift);
-/* acc[i] = the sum over k < nslots of round(v[k*stride + i] * 2^shift): the
- * same bits as zeroing acc and adding the slots in turn, in one pass */
-void xsum_sum_f32(int64_t *acc, const float *v, size_t stride, int nslots, size_t n, int shift);
+/* acc[i] = the sum over k < nslots of round(slot[k][i] * 2^shift): the same
+ * bits as zeroing acc and adding the slots in turn, in one pass */
+void xsum_sum_f32(int64_t *acc, const float *const *slot, int nslots, size_t n, int shift);
 void xsum_add_f64(int64_t *acc, const double *v, size_t n, int shift);
 /* out[i] = acc[i] * 2^-shift, rounded to float (or double) */
 void xsum_get_f32(float *out, const int64_t *acc, size_t n, int shift);
