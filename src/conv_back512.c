@@ -10,7 +10,7 @@
  * term, sample after sample: exactly the chains gemm_acc runs over im2col's
  * columns. Here lane f of a vector holds filter f's sum, so one term for all
  * filters at once is one multiply-add of dy[.][k] (the 16 filters' gradients
- * at k, gathered once per sample into dyT) by x[c][i+p][j+q] broadcast from
+ * at k, transposed once per sample into dyT) by x[c][i+p][j+q] broadcast from
  * memory. A channel's K*K sums stay in registers (25 for K = 5) while the
  * positions run past them: one load per multiply-add, against im2col's
  * copying of R * NP floats and the product's reading of them. dwT[r] holds
@@ -26,6 +26,7 @@
 
 #include "dpcnn/lanes.h"
 #include "dpcnn/layers.h"
+#include "dpcnn/transpose.h"
 
 #define TARGET_512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
 
@@ -59,11 +60,21 @@ dw_lanes_k(float *dwT, float *dyT, const float *dy, const float *x, int F, int C
            int OH, int OW, int K)
 {
     const int NP = OH * OW;
-    const __mmask16 mf = lanes16(F);
-    const __m512i at = filter_offsets(NP);
-    for (int k = 0; k < NP; k++)
-        _mm512_storeu_ps(dyT + 16 * (size_t)k,
-                         _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mf, at, dy + k, 4));
+    /* dyT in 16 x 16 register transposes, lanes F .. 15 +0 (garbage there
+     * could be subnormal and slow every multiply-add): a masked gather per
+     * position cost 5-10% of LeNet-5's second layer on a core whose gathers
+     * are microcoded (AMD Zen 4) */
+    for (int k0 = 0; k0 < NP; k0 += 16) {
+        const int w = NP - k0 < 16 ? NP - k0 : 16;
+        const __mmask16 mk = lanes16(w);
+        __m512 r[16];
+        for (int f = 0; f < 16; f++)
+            r[f] = f < F ? _mm512_maskz_loadu_ps(mk, dy + (size_t)f * NP + k0)
+                         : _mm512_setzero_ps();
+        transpose16(r);
+        for (int k = 0; k < w; k++)
+            _mm512_storeu_ps(dyT + 16 * (size_t)(k0 + k), r[k]);
+    }
     for (int c = 0; c < C; c++) {
         float *wT = dwT + (size_t)16 * c * K * K;
         __m512 acc[25];
