@@ -30,27 +30,50 @@
 
 #define TARGET_512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
 
-static inline TARGET_512 __m512i filter_offsets(int stride)
+/* Into the filter lanes and back, in 16 x 16 register transposes (a masked
+ * gather or scatter per column was 5-10% of LeNet-5's second layer on a core
+ * whose gathers are microcoded, AMD Zen 4):
+ *   to_lanes:   dst[16*k + f] = src[f*N + k] for f < F, +0 for F <= f < 16
+ *               (garbage there could be subnormal and slow every
+ *               multiply-add);
+ *   from_lanes: dst[f*N + k] = src[16*k + f] for f < F. */
+static TARGET_512 void to_lanes(float *dst, const float *src, int F, int N)
 {
-    return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                              _mm512_set1_epi32(stride));
+    for (int k0 = 0; k0 < N; k0 += 16) {
+        const int w = N - k0 < 16 ? N - k0 : 16;
+        const __mmask16 mk = lanes16(w);
+        __m512 r[16];
+        for (int f = 0; f < 16; f++)
+            r[f] = f < F ? _mm512_maskz_loadu_ps(mk, src + (size_t)f * N + k0)
+                         : _mm512_setzero_ps();
+        transpose16(r);
+        for (int k = 0; k < w; k++)
+            _mm512_storeu_ps(dst + 16 * (size_t)(k0 + k), r[k]);
+    }
+}
+
+static TARGET_512 void from_lanes(float *dst, const float *src, int F, int N)
+{
+    for (int k0 = 0; k0 < N; k0 += 16) {
+        const int w = N - k0 < 16 ? N - k0 : 16;
+        const __mmask16 mk = lanes16(w);
+        __m512 r[16];
+        for (int k = 0; k < 16; k++)
+            r[k] = k < w ? _mm512_loadu_ps(src + 16 * (size_t)(k0 + k)) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int f = 0; f < F; f++)
+            _mm512_mask_storeu_ps(dst + (size_t)f * N + k0, mk, r[f]);
+    }
 }
 
 TARGET_512 void dw_lanes_load(float *dwT, const float *dw, int F, int R)
 {
-    const __mmask16 mf = lanes16(F);
-    const __m512i at = filter_offsets(R);
-    for (int r = 0; r < R; r++)
-        _mm512_storeu_ps(dwT + 16 * (size_t)r,
-                         _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mf, at, dw + r, 4));
+    to_lanes(dwT, dw, F, R);
 }
 
 TARGET_512 void dw_lanes_store(float *dw, const float *dwT, int F, int R)
 {
-    const __mmask16 mf = lanes16(F);
-    const __m512i at = filter_offsets(R);
-    for (int r = 0; r < R; r++)
-        _mm512_mask_i32scatter_ps(dw + r, mf, at, _mm512_loadu_ps(dwT + 16 * (size_t)r), 4);
+    from_lanes(dw, dwT, F, R);
 }
 
 /* One sample: x its (padded) input planes, Hx x Wx each; dy its gradient
@@ -60,21 +83,7 @@ dw_lanes_k(float *dwT, float *dyT, const float *dy, const float *x, int F, int C
            int OH, int OW, int K)
 {
     const int NP = OH * OW;
-    /* dyT in 16 x 16 register transposes, lanes F .. 15 +0 (garbage there
-     * could be subnormal and slow every multiply-add): a masked gather per
-     * position cost 5-10% of LeNet-5's second layer on a core whose gathers
-     * are microcoded (AMD Zen 4) */
-    for (int k0 = 0; k0 < NP; k0 += 16) {
-        const int w = NP - k0 < 16 ? NP - k0 : 16;
-        const __mmask16 mk = lanes16(w);
-        __m512 r[16];
-        for (int f = 0; f < 16; f++)
-            r[f] = f < F ? _mm512_maskz_loadu_ps(mk, dy + (size_t)f * NP + k0)
-                         : _mm512_setzero_ps();
-        transpose16(r);
-        for (int k = 0; k < w; k++)
-            _mm512_storeu_ps(dyT + 16 * (size_t)(k0 + k), r[k]);
-    }
+    to_lanes(dyT, dy, F, NP);
     for (int c = 0; c < C; c++) {
         float *wT = dwT + (size_t)16 * c * K * K;
         __m512 acc[25];
