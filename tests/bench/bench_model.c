@@ -40,6 +40,11 @@ int main(int argc, char **argv)
     int n = argc > 1 ? atoi(argv[1]) : 25;
     double seconds = argc > 2 ? atof(argv[2]) : 3.0;
     const char *model = argc > 3 ? argv[3] : "tutorial";
+    if (n <= 0 || !(seconds > 0) || argc > 6) {
+        fprintf(stderr, "usage: bench_model [MICRO_BATCH] [SECONDS] [MODEL] [PEAK_GFLOPS] "
+                        "[KERNELS]\n");
+        return 2;
+    }
 #ifdef HAVE_OPENBLAS_SET_NUM_THREADS
     openblas_set_num_threads(1);
 #endif

@@ -76,7 +76,9 @@ int main(int argc, char **argv)
             break;
         best = flops / dt > best ? flops / dt : best;
     }
-    printf("peak %.1f GFLOP/s (%s fused multiply-adds, one thread; %g)\n", best / 1e9,
-           isa_name(isa), (double)sink * 0);
+    /* the chains' results go somewhere the compiler must keep */
+    volatile float keep = sink;
+    (void)keep;
+    printf("peak %.1f GFLOP/s (%s fused multiply-adds, one thread)\n", best / 1e9, isa_name(isa));
     return 0;
 }
