@@ -252,7 +252,13 @@ static TARGET_AVX2 void relu_avg2_forward_avx2(float *y, const float *x, size_t 
                 sum = _mm256_add_ps(sum, columns(a0, a1, 1));
                 sum = _mm256_add_ps(sum, columns(b0, b1, 0));
                 sum = _mm256_add_ps(sum, columns(b0, b1, 1));
-                _mm256_maskstore_ps(yr + j0, lanes8(nj), _mm256_div_ps(sum, four));
+                /* a short group's lanes past the row land in later rows,
+                 * written after it: only a group that would pass the end of
+                 * y takes the masked store (microcode on AMD's cores) */
+                if ((plane * OH + i) * OW + j0 + 8 <= planes * OH * OW)
+                    _mm256_storeu_ps(yr + j0, _mm256_div_ps(sum, four));
+                else
+                    _mm256_maskstore_ps(yr + j0, lanes8(nj), _mm256_div_ps(sum, four));
             }
         }
 }
@@ -276,7 +282,10 @@ static TARGET_AVX2 void relu_avg2_backward_avx2(float *dx, const float *dy, cons
                     float *d = dx + row + (size_t)a * W + 2 * j0;
                     const __m256 xv = _mm256_maskload_ps(x + row + (size_t)a * W + 2 * j0, k);
                     const __m256 pass = _mm256_cmp_ps(xv, zero, _CMP_GT_OQ);
-                    _mm256_maskstore_ps(d, k, _mm256_and_ps(pass, q2));
+                    if (nj == 4) /* a masked store is microcode on AMD's cores */
+                        _mm256_storeu_ps(d, _mm256_and_ps(pass, q2));
+                    else
+                        _mm256_maskstore_ps(d, k, _mm256_and_ps(pass, q2));
                 }
             }
         }
