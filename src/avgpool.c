@@ -252,13 +252,8 @@ static TARGET_AVX2 void relu_avg2_forward_avx2(float *y, const float *x, size_t 
                 sum = _mm256_add_ps(sum, columns(a0, a1, 1));
                 sum = _mm256_add_ps(sum, columns(b0, b1, 0));
                 sum = _mm256_add_ps(sum, columns(b0, b1, 1));
-                /* a short group's lanes past the row land in later rows,
-                 * written after it: only a group that would pass the end of
-                 * y takes the masked store (microcode on AMD's cores) */
-                if ((plane * OH + i) * OW + j0 + 8 <= planes * OH * OW)
-                    _mm256_storeu_ps(yr + j0, _mm256_div_ps(sum, four));
-                else
-                    _mm256_maskstore_ps(yr + j0, lanes8(nj), _mm256_div_ps(sum, four));
+                /* rows of y follow each other, written in order */
+                store8_ahead(yr + j0, _mm256_div_ps(sum, four), nj, y + planes * OH * OW);
             }
         }
 }

@@ -23,6 +23,7 @@
 #include "config.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 #include "dpcnn/lanes.h"
 #include "dpcnn/layers.h"
@@ -30,40 +31,15 @@
 
 #define TARGET_512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,fma")))
 
-/* Into the filter lanes and back, in 16 x 16 register transposes (a masked
- * gather or scatter per column was 5-10% of LeNet-5's second layer on a core
- * whose gathers are microcoded, AMD Zen 4):
- *   to_lanes:   dst[16*k + f] = src[f*N + k] for f < F, +0 for F <= f < 16
- *               (garbage there could be subnormal and slow every
- *               multiply-add);
- *   from_lanes: dst[f*N + k] = src[16*k + f] for f < F. */
-static TARGET_512 void to_lanes(float *dst, const float *src, int F, int N)
+/* Into the filter lanes: dst[16*k + f] = src[f*N + k], and +0 in lanes F
+ * to 15 (garbage there could be subnormal and slow every multiply-add). A
+ * register transpose, where a masked gather per column was 5-10% of LeNet-5's
+ * second layer on a core whose gathers are microcoded (AMD Zen 4). */
+static void to_lanes(float *dst, const float *src, int F, int N)
 {
-    for (int k0 = 0; k0 < N; k0 += 16) {
-        const int w = N - k0 < 16 ? N - k0 : 16;
-        const __mmask16 mk = lanes16(w);
-        __m512 r[16];
-        for (int f = 0; f < 16; f++)
-            r[f] = f < F ? _mm512_maskz_loadu_ps(mk, src + (size_t)f * N + k0)
-                         : _mm512_setzero_ps();
-        transpose16(r);
-        for (int k = 0; k < w; k++)
-            _mm512_storeu_ps(dst + 16 * (size_t)(k0 + k), r[k]);
-    }
-}
-
-static TARGET_512 void from_lanes(float *dst, const float *src, int F, int N)
-{
-    for (int k0 = 0; k0 < N; k0 += 16) {
-        const int w = N - k0 < 16 ? N - k0 : 16;
-        const __mmask16 mk = lanes16(w);
-        __m512 r[16];
-        for (int k = 0; k < 16; k++)
-            r[k] = k < w ? _mm512_loadu_ps(src + 16 * (size_t)(k0 + k)) : _mm512_setzero_ps();
-        transpose16(r);
-        for (int f = 0; f < F; f++)
-            _mm512_mask_storeu_ps(dst + (size_t)f * N + k0, mk, r[f]);
-    }
+    if (F < 16)
+        memset(dst, 0, sizeof(float) * 16 * (size_t)N);
+    transpose_f32(dst, 16, src, N, F, N);
 }
 
 TARGET_512 void dw_lanes_load(float *dwT, const float *dw, int F, int R)
@@ -73,7 +49,7 @@ TARGET_512 void dw_lanes_load(float *dwT, const float *dw, int F, int R)
 
 TARGET_512 void dw_lanes_store(float *dw, const float *dwT, int F, int R)
 {
-    from_lanes(dw, dwT, F, R);
+    transpose_f32(dw, R, dwT, 16, R, F); /* dw[f*R + r] = dwT[16*r + f] */
 }
 
 /* One sample: x its (padded) input planes, Hx x Wx each; dy its gradient

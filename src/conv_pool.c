@@ -305,7 +305,7 @@ static TARGET_FMA void rows_fma(float *dx, float *dw, const float *dy, const flo
                 acc[r] = 0.0f;
             if (plane) /* the filter's rows into the table (its zeros stay) */
                 for (int r = 0; r < CK; r++)
-                    memcpy(tab + r * 32 + 16, wf + r * K, sizeof(float) * (size_t)K);
+                    _mm256_storeu_ps(tab + r * 32 + 16, _mm256_maskload_ps(wf + r * K, mask));
             for (int k0 = 0; k0 < pooled; k0 += WINNERS_AT_ONCE) {
                 const int m = gather(at, gs, dy + base + k0, y + base + k0, arg + base + k0,
                                      imin(WINNERS_AT_ONCE, pooled - k0));

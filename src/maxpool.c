@@ -211,18 +211,9 @@ static TARGET_AVX2 void planes_avx2(float *y, int32_t *arg, const float *x, size
                 if (relu)
                     best = _mm256_blendv_ps(best, _mm256_setzero_ps(),
                                             _mm256_cmp_ps(best, _mm256_setzero_ps(), _CMP_LT_OQ));
-                /* a short group's lanes past the row land in later rows,
-                 * written after it: only a group that would pass the end of
-                 * y and arg takes the masked store, which is microcode on
-                 * AMD's cores */
-                if ((plane * OH + i) * OW + j0 + 8 <= planes * OH * OW) {
-                    _mm256_storeu_ps(yr + j0, best);
-                    _mm256_storeu_si256((void *)(ar + j0), at);
-                } else {
-                    const __m256i out = lanes8(nj);
-                    _mm256_maskstore_ps(yr + j0, out, best);
-                    _mm256_maskstore_epi32(ar + j0, out, at);
-                }
+                /* rows of y and arg follow each other, written in order */
+                store8_ahead(yr + j0, best, nj, y + planes * OH * OW);
+                store8i_ahead(ar + j0, at, nj, arg + planes * OH * OW);
             }
         }
 }
